@@ -1,0 +1,186 @@
+"""The one place that knows about NumPy and CuPy.
+
+Op code never imports numpy or cupy: it asks this module for the array module of
+its inputs (``get_array_module(x)``, the ``xp`` idiom) and works the same on both.
+CuPy is imported lazily, so a machine without it never pays for the import.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+DEVICES = ("cpu", "cuda")
+float16, float32, float64 = np.float16, np.float32, np.float64
+DEFAULT_DTYPE = np.dtype(np.float32)
+
+_cupy = None  # the cupy module once imported, False when it cannot be
+_cupy_error = ""
+_default_device: str | None = None
+
+
+# -- CuPy detection ---------------------------------------------------------------------------
+
+
+def _import_cupy():
+    """Return the cupy module, or None (remembering why) when it cannot be used."""
+    global _cupy, _cupy_error
+    if _cupy is None:
+        try:
+            import cupy
+
+            _cupy = cupy
+        except Exception as exc:  # ImportError, or a CUDA library missing at import
+            _cupy, _cupy_error = False, f"{type(exc).__name__}: {exc}"
+    return _cupy or None
+
+
+def cuda_status() -> tuple[bool, str]:
+    """(usable, reason): whether device 'cuda' works here, and if not, what is missing."""
+    cp = _import_cupy()
+    if cp is None:
+        return False, f"CuPy is not installed or failed to import ({_cupy_error}); " \
+                      "install it with `pip install minattn[cuda12]` or `[cuda13]`"
+    try:
+        count = cp.cuda.runtime.getDeviceCount()
+    except Exception as exc:
+        return False, f"CuPy is installed but no CUDA GPU is usable ({exc})"
+    if count == 0:
+        return False, "CuPy is installed but no CUDA GPU was found"
+    return True, f"CuPy {cp.__version__}, {count} GPU(s)"
+
+
+def cuda_available() -> bool:
+    return cuda_status()[0]
+
+
+# -- array modules and devices ----------------------------------------------------------------
+
+
+def is_cupy_array(x) -> bool:
+    # Checked by type name first so that NumPy-only machines never import cupy.
+    return type(x).__module__.startswith("cupy") and _import_cupy() is not None
+
+
+def get_array_module(*arrays):
+    """The array module (numpy or cupy) that the given arrays live in."""
+    for a in arrays:
+        if is_cupy_array(a):
+            return _cupy
+    return np
+
+
+def device_of(array) -> str:
+    return "cuda" if is_cupy_array(array) else "cpu"
+
+
+def check_device(device) -> str:
+    """Normalise a device name ('cpu', 'cuda', 'cuda:0') and check that it can be used."""
+    name = str(device).split(":")[0] if device is not None else default_device()
+    if name not in DEVICES:
+        raise ValueError(f"unknown device {device!r}: expected one of {DEVICES}")
+    if name == "cuda":
+        ok, why = cuda_status()
+        if not ok:
+            raise RuntimeError(f"device 'cuda' is not available: {why}")
+    return name
+
+
+def xp_for(device: str):
+    return _import_cupy() if check_device(device) == "cuda" else np
+
+
+def default_device() -> str:
+    """The device used when none is named: set_default_device(), else $MINATTN_DEVICE, else cpu."""
+    return _default_device or os.environ.get("MINATTN_DEVICE", "cpu")
+
+
+def set_default_device(device: str) -> None:
+    global _default_device
+    _default_device = check_device(device)
+
+
+def to_device(array, device: str):
+    """Copy an array to a device (no copy when it is already there)."""
+    device = check_device(device)
+    if device == device_of(array):
+        return array
+    if device == "cuda":
+        return _cupy.asarray(array)
+    return _cupy.asnumpy(array)
+
+
+def to_numpy(array) -> np.ndarray:
+    """A host NumPy copy of any backend array."""
+    return _cupy.asnumpy(array) if is_cupy_array(array) else np.array(array)
+
+
+# -- dtypes -------------------------------------------------------------------------------------
+
+
+def resolve_dtype(dtype) -> np.dtype | None:
+    """np.float64, 'float64', ma.float64 and torch-like names all become a NumPy dtype."""
+    if dtype is None:
+        return None
+    try:
+        return np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"unknown dtype {dtype!r}") from None
+
+
+def is_float(dtype) -> bool:
+    return np.issubdtype(np.dtype(dtype), np.floating)
+
+
+def as_array(value, device: str | None = None, dtype=None):
+    """Turn data (list, scalar, NumPy or CuPy array) into a backend array.
+
+    Python floats become the default float32, as in PyTorch; arrays keep their dtype.
+    """
+    dtype = resolve_dtype(dtype)
+    if is_cupy_array(value) or isinstance(value, np.ndarray):
+        array = value if device is None else to_device(value, device)
+        return array if dtype is None or array.dtype == dtype else array.astype(dtype)
+    array = np.asarray(value)
+    if dtype is None and array.dtype == np.float64:
+        dtype = DEFAULT_DTYPE  # Python floats: default dtype, like torch.tensor([1.0])
+    if dtype is not None:
+        array = array.astype(dtype)
+    if array.dtype == object:
+        raise TypeError(f"cannot make a tensor from {type(value).__name__}")
+    return to_device(array, device or default_device())
+
+
+# -- random numbers ---------------------------------------------------------------------------
+
+_seed: int | None = None
+_generators: dict[str, object] = {}
+
+
+def manual_seed(seed: int) -> None:
+    """Seed minattn's own generators (one per device), as torch.manual_seed does."""
+    global _seed
+    _seed = int(seed)
+    _generators.clear()
+
+
+def generator(device: str):
+    """The random generator of a device: numpy.random.Generator or cupy's equivalent."""
+    if device not in _generators:
+        xp = xp_for(device)
+        _generators[device] = xp.random.default_rng(_seed)
+    return _generators[device]
+
+
+# -- the few array operations NumPy and CuPy spell differently --------------------------------
+
+
+def scatter_add(target, index, values) -> None:
+    """target[index] += values, with repeated indices adding up (np.add.at)."""
+    if is_cupy_array(target):
+        import cupyx
+
+        cupyx.scatter_add(target, index, values)
+    else:
+        np.add.at(target, index, values)

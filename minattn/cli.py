@@ -1,0 +1,33 @@
+"""The ``minattn`` command: info, gradcheck, scaling, bench, train.
+
+Each subcommand lives with the code it runs; this file only wires them to argparse.
+A subcommand module provides ``add_arguments(parser)`` and ``run(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+SUBCOMMANDS = {
+    "info": ("minattn.info", "backends, devices, kernels and versions found"),
+    "gradcheck": ("minattn.opcheck", "every op's gradient check, as a table"),
+    "scaling": ("minattn.experiments.command", "the scaling experiment: why attention "
+                                               "divides by sqrt(d)"),
+    "bench": ("minattn.bench", "attention implementations against each other and PyTorch"),
+    "train": ("minattn.train", "a tiny transformer on a toy task, scaled against unscaled"),
+}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="minattn", description="Backpropagation through attention, by hand.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parsers = {name: sub.add_parser(name, help=help_text, description=help_text)
+               for name, (_, help_text) in SUBCOMMANDS.items()}
+    # Import only the chosen subcommand's module: `minattn info` stays fast.
+    command, _ = parser.parse_known_args(argv)
+    module = importlib.import_module(SUBCOMMANDS[command.command][0])
+    module.add_arguments(parsers[command.command])
+    args = parser.parse_args(argv)
+    return module.run(args) or 0

@@ -1,0 +1,320 @@
+"""The engine: Tensor, Function, backward and no_grad, in one file.
+
+A Tensor wraps a backend array (NumPy or CuPy). Every differentiable operation is a
+Function: ``forward`` works on raw arrays and keeps what ``backward`` needs;
+``Function.apply`` wraps the result in a Tensor that remembers the Function, which
+remembers its input Tensors. That chain of references *is* the graph.
+``Tensor.backward`` sorts the graph topologically and applies the chain rule once
+per node, from the output back to the leaves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+
+from . import backend
+
+_grad_enabled = True
+
+
+@contextlib.contextmanager
+def _grad_mode(enabled: bool):
+    global _grad_enabled
+    previous, _grad_enabled = _grad_enabled, enabled
+    try:
+        yield
+    finally:
+        _grad_enabled = previous
+
+
+class no_grad(contextlib.ContextDecorator):
+    """Inside ``with ma.no_grad():`` (or a function decorated with it) no graph is recorded."""
+
+    def __enter__(self):
+        self._mode = _grad_mode(False)
+        self._mode.__enter__()
+
+    def __exit__(self, *exc):
+        return self._mode.__exit__(*exc)
+
+
+def is_grad_enabled() -> bool:
+    return _grad_enabled
+
+
+class Function:
+    """Base class of every differentiable op; subclass it to write your own.
+
+    ``forward(*arrays) -> array`` and ``backward(dout) -> grad or tuple of grads``, both
+    on raw backend arrays. Keyword arguments of ``apply`` become attributes (``self.axis``).
+    During backward, ``self.needs_input_grad`` says which inputs want a gradient, so a
+    backward may return None for the others.
+
+    >>> class Cube(Function):
+    ...     def forward(self, x):
+    ...         self.x = x
+    ...         return x ** 3
+    ...     def backward(self, dout):
+    ...         return 3 * self.x ** 2 * dout
+    """
+
+    def __init__(self, **params):
+        self.__dict__.update(params)
+
+    def forward(self, *arrays):
+        raise NotImplementedError(f"{type(self).__name__} has no forward")
+
+    def backward(self, dout):
+        raise NotImplementedError(f"{type(self).__name__} has no backward")
+
+    @classmethod
+    def apply(cls, *inputs, **params) -> Tensor:
+        fn = cls(**params)
+        tensors = _as_tensors(inputs, cls.__name__)
+        out = fn.forward(*(t.data for t in tensors))
+        xp = backend.get_array_module(out)
+        needs_grad = _grad_enabled and any(t.requires_grad for t in tensors)
+        result = Tensor(xp.asarray(out), requires_grad=needs_grad)
+        if needs_grad:  # keep the graph: this Function, its inputs, what forward saved
+            fn.inputs = tensors
+            fn.needs_input_grad = tuple(t.requires_grad for t in tensors)
+            result._ctx = fn
+        return result
+
+
+def _as_tensors(inputs, op: str) -> list[Tensor]:
+    """Wrap numbers and arrays as constant tensors; all inputs must share one device."""
+    like = next((x for x in inputs if isinstance(x, Tensor)), None)
+    device = like.device if like is not None else None
+    tensors = []
+    for x in inputs:
+        if not isinstance(x, Tensor):
+            if backend.is_cupy_array(x) or hasattr(x, "__array__"):
+                x = Tensor(x)  # an array keeps its device: mixing is caught just below
+            else:  # a Python number takes the tensor's float dtype, as in PyTorch
+                dtype = like.dtype if like is not None and backend.is_float(like.dtype) else None
+                x = Tensor(backend.as_array(x, device=device, dtype=dtype))
+        tensors.append(x)
+    devices = {t.device for t in tensors}
+    if len(devices) > 1:
+        shapes = ", ".join(f"{t.device} {t.shape}" for t in tensors)
+        raise RuntimeError(f"{op}: inputs are on different devices ({shapes}); "
+                           "move them with .to(device) first")
+    return tensors
+
+
+class Tensor:
+    """An n-dimensional array that can record how it was computed and differentiate it."""
+
+    __array_priority__ = 1000  # ndarray + Tensor calls Tensor.__radd__, not NumPy's add
+    __hash__ = object.__hash__  # == is elementwise, so hash by identity as PyTorch does
+
+    def __init__(self, data, requires_grad: bool = False):
+        if isinstance(data, Tensor):
+            data = data.data
+        self.data = data if _is_backend_array(data) else backend.as_array(data)
+        self.grad: Tensor | None = None
+        self._ctx: Function | None = None  # the Function that produced this tensor
+        self._retain_grad = False
+        self.requires_grad = requires_grad
+
+    @property
+    def requires_grad(self) -> bool:
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, value: bool) -> None:
+        if value and not backend.is_float(self.dtype):
+            raise TypeError(f"only floating-point tensors can require gradients; this one "
+                            f"is {self.dtype} with shape {self.shape}")
+        self._requires_grad = bool(value)
+
+    # -- what it is -----------------------------------------------------------------------
+    shape = property(lambda self: tuple(self.data.shape))
+    ndim = property(lambda self: self.data.ndim)
+    size = property(lambda self: int(self.data.size))
+    dtype = property(lambda self: self.data.dtype)
+    device = property(lambda self: backend.device_of(self.data))
+    is_leaf = property(lambda self: self._ctx is None)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __repr__(self) -> str:
+        body = repr(backend.to_numpy(self.data)).removeprefix("array(").removesuffix(")")
+        extra = f", device='{self.device}'" if self.device != "cpu" else ""
+        if self._ctx is not None:
+            extra += f", grad_fn={type(self._ctx).__name__}"
+        elif self.requires_grad:
+            extra += ", requires_grad=True"
+        return f"tensor({body}{extra})"
+
+    def __bool__(self) -> bool:
+        if self.size != 1:
+            raise ValueError(f"the truth value of a tensor of shape {self.shape} is ambiguous")
+        return bool(self.item())
+
+    def numpy(self):
+        """A host NumPy copy of the data (never a view that could change under you)."""
+        return backend.to_numpy(self.data)
+
+    def item(self):
+        if self.size != 1:
+            raise ValueError(f"item() needs a one-element tensor, got shape {self.shape}")
+        return self.data.reshape(()).item()
+
+    def detach(self) -> Tensor:
+        """The same data, cut from the graph."""
+        return Tensor(self.data)
+
+    def retain_grad(self) -> None:
+        """Keep .grad on this non-leaf tensor after backward (leaves always keep it)."""
+        self._retain_grad = True
+
+    # -- the chain rule -------------------------------------------------------------------
+    def backward(self, grad=None, retain_graph: bool = False) -> None:
+        """Accumulate d(self)/d(leaf) . grad into every leaf's ``.grad``.
+
+        ``grad`` is the upstream gradient dL/d(self); it may be left out only for a
+        one-element tensor (then it is 1). Buffers saved for backward are freed as they
+        are used unless ``retain_graph=True``.
+        """
+        if not self.requires_grad:
+            raise RuntimeError("backward() on a tensor that does not require grad: no input "
+                               "of its graph has requires_grad=True")
+        xp = backend.get_array_module(self.data)
+        if grad is None:
+            if self.size != 1:
+                raise RuntimeError(f"grad can be left out only for a one-element tensor; "
+                                   f"this one has shape {self.shape}: pass backward(grad)")
+            grad = xp.ones_like(self.data)
+        else:
+            grad = _as_tensors([self, grad], "backward")[1].data
+            if tuple(grad.shape) != self.shape:
+                raise ValueError(f"backward: grad has shape {tuple(grad.shape)} but the "
+                                 f"tensor has shape {self.shape}")
+            grad = grad.astype(self.dtype, copy=False)
+
+        grads = {id(self): grad}  # dL/dt for every tensor t reached so far
+        for t in reversed(_topological_order(self)):
+            dout = grads.pop(id(t))
+            if t._ctx is None or t._retain_grad:
+                t.grad = Tensor(dout.copy() if t.grad is None else t.grad.data + dout)
+            fn = t._ctx
+            if fn is None:
+                continue
+            if getattr(fn, "inputs", None) is None:
+                raise RuntimeError("trying to backward through the graph a second time: its "
+                                   "saved buffers were freed; use backward(retain_graph=True)")
+            dins = fn.backward(dout)
+            dins = dins if isinstance(dins, tuple) else (dins,)
+            if len(dins) != len(fn.inputs):
+                raise RuntimeError(f"{type(fn).__name__}.backward returned {len(dins)} "
+                                   f"gradient(s) for {len(fn.inputs)} input(s)")
+            for x, dx in zip(fn.inputs, dins):
+                if dx is None or not x.requires_grad:
+                    continue
+                dx = xp.asarray(dx)
+                if tuple(dx.shape) != x.shape:
+                    raise RuntimeError(f"{type(fn).__name__}.backward returned a gradient of "
+                                       f"shape {tuple(dx.shape)} for an input of shape {x.shape}")
+                dx = dx.astype(x.dtype, copy=False)
+                grads[id(x)] = grads[id(x)] + dx if id(x) in grads else dx  # fan-out adds up
+            if not retain_graph:
+                fn.__dict__.clear()  # free the saved arrays; marks the node as used
+                fn.inputs = None
+
+
+def _topological_order(root: Tensor) -> list[Tensor]:
+    """Every tensor that root depends on, each after all of its inputs (iterative DFS)."""
+    order, seen, stack = [], {id(root)}, [(root, False)]
+    while stack:
+        t, inputs_done = stack.pop()
+        if inputs_done:
+            order.append(t)
+            continue
+        stack.append((t, True))
+        for x in (getattr(t._ctx, "inputs", None) or ()) if t._ctx is not None else ():
+            if x.requires_grad and id(x) not in seen:
+                seen.add(id(x))
+                stack.append((x, False))
+    return order
+
+
+def _is_backend_array(x) -> bool:
+    return type(x).__name__ == "ndarray" and (
+        type(x).__module__ == "numpy" or backend.is_cupy_array(x))
+
+
+# -- creating tensors -------------------------------------------------------------------------
+
+
+def tensor(data, dtype=None, requires_grad: bool = False, device=None) -> Tensor:
+    """Make a tensor from a list, number, NumPy/CuPy array or Tensor (always a copy).
+
+    >>> x = tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
+    """
+    if isinstance(data, Tensor):
+        data = data.data
+    array = backend.as_array(data, device=device, dtype=dtype)
+    if array is data:
+        array = array.copy()
+    return Tensor(array, requires_grad=requires_grad)
+
+
+def _filled(fill: str, shape, requires_grad, device, dtype) -> Tensor:
+    shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+    xp = backend.xp_for(device or backend.default_device())
+    dtype = backend.resolve_dtype(dtype) or backend.DEFAULT_DTYPE
+    if fill == "randn":
+        array = backend.generator(backend.check_device(device)).standard_normal(shape)
+        array = array.astype(dtype)
+    else:
+        array = getattr(xp, fill)(shape, dtype=dtype)
+    return Tensor(array, requires_grad=requires_grad)
+
+
+def randn(*shape, requires_grad=False, device=None, dtype=None) -> Tensor:
+    """Standard normal samples from minattn's generator (seed it with ``ma.manual_seed``)."""
+    return _filled("randn", shape, requires_grad, device, dtype)
+
+
+def zeros(*shape, requires_grad=False, device=None, dtype=None) -> Tensor:
+    return _filled("zeros", shape, requires_grad, device, dtype)
+
+
+def ones(*shape, requires_grad=False, device=None, dtype=None) -> Tensor:
+    return _filled("ones", shape, requires_grad, device, dtype)
+
+
+@functools.cache
+def _ops():
+    from . import ops
+
+    return ops
+
+
+# Operators and methods live in minattn.ops, one Function per op; bind them here.
+def _bind(name: str, op: str, swap: bool = False) -> None:
+    if swap:
+        setattr(Tensor, name, lambda self, other: getattr(_ops(), op)(other, self))
+    else:
+        setattr(Tensor, name, lambda self, *a, **k: getattr(_ops(), op)(self, *a, **k))
+
+
+for _name, _op in [("__add__", "add"), ("__sub__", "sub"), ("__mul__", "mul"),
+                   ("__truediv__", "div"), ("__pow__", "pow"), ("__matmul__", "matmul"),
+                   ("__neg__", "neg"), ("__getitem__", "getitem"), ("__lt__", "lt"),
+                   ("__le__", "le"), ("__gt__", "gt"), ("__ge__", "ge"), ("__eq__", "eq"),
+                   ("__ne__", "ne"), ("sum", "sum"), ("mean", "mean"), ("max", "max"),
+                   ("exp", "exp"), ("log", "log"), ("sqrt", "sqrt"), ("tanh", "tanh"),
+                   ("abs", "abs"), ("relu", "relu"), ("reshape", "reshape"),
+                   ("transpose", "transpose"), ("swapaxes", "swapaxes"), ("to", "to"),
+                   ("astype", "astype"), ("softmax", "softmax"),
+                   ("log_softmax", "log_softmax")]:
+    _bind(_name, _op)
+for _name, _op in [("__radd__", "add"), ("__rsub__", "sub"), ("__rmul__", "mul"),
+                   ("__rtruediv__", "div"), ("__rpow__", "pow"), ("__rmatmul__", "matmul")]:
+    _bind(_name, _op, swap=True)
+Tensor.T = property(lambda self: _ops().transpose(self))

@@ -1,0 +1,262 @@
+"""Gradient checking: hand-written backward passes against central differences.
+
+For f with inputs x_1..x_m and a random upstream gradient u (normal, so no
+symmetry can hide a wrong backward; never ``out.sum()``, whose gradient through a
+softmax is zero for *any* backward), define the scalar phi(x) = <u, f(x)>.
+
+- **full** mode (small inputs): the whole Jacobian J_i = d f / d x_i, numerically
+  column by column, (f(x + eps e_j) - f(x - eps e_j)) / (2 eps), and analytically
+  row by row, one backward pass per output element;
+- **directional** mode (large inputs): one random direction v per input, comparing
+  (phi(x + eps v) - phi(x - eps v)) / (2 eps) with <dphi/dx_i, v> = u^T J_i v
+  (Chainer's check_backward, torch's fast_mode); on failure the offending element is
+  located with the numerical vector-Jacobian product u^T J_i.
+
+An analytical value a passes against the numerical n when |a - n| <= atol + rtol |n|,
+as ``torch.autograd.gradcheck``. Central differences lose digits to round-off
+(error ~ u_mach / eps) and truncation (~ eps^2), so checks run in float64.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import backend
+from .core import Tensor, no_grad
+
+
+class GradcheckError(RuntimeError):
+    """An analytical gradient disagrees with its numerical estimate."""
+
+
+@dataclass
+class InputCheck:
+    """How one input's gradient compared: the worst element and its two values."""
+
+    index: int
+    shape: tuple
+    mode: str  # "full" or "directional"
+    max_abs_error: float
+    max_rel_error: float
+    where: tuple | None  # (input element,) or (input element, output element)
+    analytical: float
+    numerical: float
+    passed: bool
+
+    def describe(self) -> str:
+        at = "" if self.where is None else " at input element " + str(self.where[0]) + (
+            f" / output element {self.where[1]}" if len(self.where) > 1 else "")
+        return (f"input {self.index} (shape {self.shape}, {self.mode}){at}: analytical "
+                f"{self.analytical:.10g} vs numerical {self.numerical:.10g} (abs error "
+                f"{self.max_abs_error:.3g}, rel error {self.max_rel_error:.3g})")
+
+
+@dataclass
+class GradcheckReport:
+    """Per-input results of a gradient check; ``str(report)`` is a table."""
+
+    checks: list
+    eps: float
+    atol: float
+    rtol: float
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+    def __str__(self) -> str:
+        head = f"{'input':>5}  {'shape':<16} {'mode':<11} {'max abs err':>11} " \
+               f"{'max rel err':>11}  {'where':<14} {'ok':<4}"
+        lines = [head, "-" * len(head)]
+        for c in self.checks:
+            where = "-" if c.where is None else ",".join(map(str, c.where))
+            lines.append(f"{c.index:>5}  {str(c.shape):<16} {c.mode:<11} {c.max_abs_error:>11.2e} "
+                         f"{c.max_rel_error:>11.2e}  {where:<14} {'yes' if c.passed else 'NO':<4}")
+        lines.append(f"eps={self.eps:g} atol={self.atol:g} rtol={self.rtol:g}: "
+                     + ("passed" if self.passed else "FAILED"))
+        return "\n".join(lines)
+
+
+def gradcheck(fn, inputs, *, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True,
+              mode="auto", seed=0) -> bool:
+    """Check the gradients of ``fn`` at ``inputs`` against central differences.
+
+    >>> x = ma.randn(3, 4, dtype="float64", requires_grad=True)
+    >>> ma.gradcheck(lambda t: t.softmax(axis=-1), (x,))
+    True
+
+    Raises ``GradcheckError`` naming the input, the element and both values when a
+    gradient is off (or returns False with ``raise_exception=False``).
+    """
+    report = gradcheck_report(fn, inputs, eps=eps, atol=atol, rtol=rtol, mode=mode, seed=seed)
+    if not report.passed and raise_exception:
+        bad = [c.describe() for c in report.checks if not c.passed]
+        raise GradcheckError("gradient check failed for " + "; ".join(bad) + "\n" + str(report))
+    return report.passed
+
+
+def gradcheck_report(fn, inputs, *, eps=1e-6, atol=1e-5, rtol=1e-3, mode="auto", seed=0,
+                     full_limit=2**16) -> GradcheckReport:
+    """Compare every input that requires grad; full Jacobian when n_in * n_out <= full_limit."""
+    if mode not in ("auto", "full", "directional"):
+        raise ValueError(f"mode must be 'auto', 'full' or 'directional', got {mode!r}")
+    inputs = _as_float64_inputs(inputs)
+    checked = [i for i, x in enumerate(inputs) if isinstance(x, Tensor) and x.requires_grad]
+    if not checked:
+        raise ValueError("gradcheck: no input has requires_grad=True")
+    rng = np.random.default_rng(seed)
+    with no_grad():
+        outs = _outputs(fn, inputs)
+    device = inputs[checked[0]].device
+    upstream = [backend.to_device(rng.standard_normal(o.shape), device) for o in outs]
+    n_out = sum(o.size for o in outs)
+
+    checks = []
+    for i in checked:
+        use_full = mode == "full" or (mode == "auto" and inputs[i].size * n_out <= full_limit)
+        check = _check_full if use_full else _check_directional
+        checks.append(check(fn, inputs, i, upstream, eps, atol, rtol, rng))
+    return GradcheckReport(checks, eps, atol, rtol)
+
+
+# -- the two modes ------------------------------------------------------------------------------
+
+
+def _check_full(fn, inputs, i, upstream, eps, atol, rtol, rng) -> InputCheck:
+    x = inputs[i]
+    numerical = np.stack([_perturbed_outputs(fn, inputs, i, e, eps)
+                          for e in _unit_vectors(x)], axis=1)  # (n_out, n_in)
+    outs = _outputs(fn, inputs)
+    rows = []
+    for k in range(numerical.shape[0]):  # one backward per output element: row k of J
+        onehots = _split_onehot(k, outs)
+        rows.append(_vjp(inputs, i, outs, onehots))
+    analytical = np.stack(rows)  # (n_out, n_in)
+    bad, worst = _compare(analytical, numerical, atol, rtol)
+    out_el, in_el = np.unravel_index(worst, analytical.shape)
+    where = (_unravel(in_el, x.shape), int(out_el))
+    return _result(i, x, "full", analytical, numerical, worst, where, bad)
+
+
+def _check_directional(fn, inputs, i, upstream, eps, atol, rtol, rng) -> InputCheck:
+    x = inputs[i]
+    v = rng.standard_normal(x.shape)
+    grad = _vjp(inputs, i, _outputs(fn, inputs), upstream)  # u^T J_i, flattened
+    analytical = np.array([grad @ v.ravel()])
+    numerical = np.array([_directional(fn, inputs, i, v, upstream, eps)])
+    bad, _ = _compare(analytical, numerical, atol, rtol)
+    where = None
+    if bad and x.size <= 20000:  # locate the element: the numerical u^T J_i, one by one
+        numerical = np.array([_directional(fn, inputs, i, e.reshape(x.shape), upstream, eps)
+                              for e in _unit_vectors(x)])
+        analytical = grad
+        _, worst = _compare(analytical, numerical, atol, rtol)
+        where = (_unravel(worst, x.shape),)
+        return _result(i, x, "directional", analytical, numerical, worst, where, True)
+    return _result(i, x, "directional", analytical, numerical, 0, where, bad)
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def _as_float64_inputs(inputs) -> list:
+    """Leaf float64 copies of the inputs that require grad (warning when cast up)."""
+    inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
+    prepared = []
+    for i, x in enumerate(inputs):
+        if isinstance(x, Tensor) and x.requires_grad:
+            if x.dtype != np.float64:
+                warnings.warn(f"gradcheck: input {i} is {x.dtype}; checking in float64 copies "
+                              "(finite differences in low precision are mostly round-off)",
+                              stacklevel=3)
+            x = Tensor(x.data.astype(np.float64), requires_grad=True)
+        prepared.append(x)
+    return prepared
+
+
+def _outputs(fn, inputs) -> list:
+    out = fn(*inputs)
+    outs = list(out) if isinstance(out, (tuple, list)) else [out]
+    return [o for o in outs if isinstance(o, Tensor) and backend.is_float(o.dtype)]
+
+
+def _with_input(inputs, i, data) -> list:
+    changed = list(inputs)
+    changed[i] = Tensor(data, requires_grad=True)
+    return changed
+
+
+def _perturbed_outputs(fn, inputs, i, direction, eps) -> np.ndarray:
+    """(f(x_i + eps d) - f(x_i - eps d)) / (2 eps), all outputs flattened into one vector."""
+    x = inputs[i].data
+    d = backend.to_device(direction, inputs[i].device)
+    with no_grad():
+        plus = _outputs(fn, _with_input(inputs, i, x + eps * d))
+        minus = _outputs(fn, _with_input(inputs, i, x - eps * d))
+    return np.concatenate([((p.numpy() - m.numpy()) / (2 * eps)).ravel()
+                           for p, m in zip(plus, minus)])
+
+
+def _directional(fn, inputs, i, direction, upstream, eps) -> float:
+    """d/dt <u, f(x_i + t d)> at t = 0, by central differences."""
+    u = np.concatenate([backend.to_numpy(g).ravel() for g in upstream])
+    return float(u @ _perturbed_outputs(fn, inputs, i, direction, eps))
+
+
+def _vjp(inputs, i, outs, upstream) -> np.ndarray:
+    """u^T J_i through the analytical backward passes, flattened."""
+    x = inputs[i]
+    for x_other in inputs:
+        if isinstance(x_other, Tensor):
+            x_other.grad = None
+    for o, g in zip(outs, upstream):
+        if o.requires_grad:
+            o.backward(g, retain_graph=True)
+    grad = np.zeros(x.size) if x.grad is None else x.grad.numpy().ravel()
+    x.grad = None
+    return grad
+
+
+def _unit_vectors(x: Tensor):
+    for j in range(x.size):
+        e = np.zeros(x.size)
+        e[j] = 1.0
+        yield e.reshape(x.shape)
+
+
+def _split_onehot(k: int, outs) -> list:
+    """The k-th unit vector of all outputs concatenated, split back into their shapes."""
+    onehots, offset = [], 0
+    for o in outs:
+        e = np.zeros(o.size)
+        if offset <= k < offset + o.size:
+            e[k - offset] = 1.0
+        onehots.append(backend.to_device(e.reshape(o.shape), o.device))
+        offset += o.size
+    return onehots
+
+
+def _compare(analytical, numerical, atol, rtol) -> tuple[bool, int]:
+    """(any element off, flat index of the worst): off means |a - n| > atol + rtol |n|."""
+    excess = np.abs(analytical - numerical) - (atol + rtol * np.abs(numerical))
+    excess = np.where(np.isnan(excess), np.inf, excess)  # NaN never passes
+    worst = int(np.argmax(excess)) if excess.size else 0
+    return bool(excess.size and excess.flat[worst] > 0), worst
+
+
+def _result(i, x, mode, analytical, numerical, worst, where, bad) -> InputCheck:
+    diff = np.abs(analytical - numerical)
+    scale = np.maximum(np.abs(analytical), np.abs(numerical))
+    rel = np.divide(diff, scale, out=np.zeros_like(diff), where=scale > 0)
+    diff, rel = np.nan_to_num(diff, nan=math.inf), np.nan_to_num(rel, nan=math.inf)
+    return InputCheck(i, x.shape, mode, float(diff.max(initial=0.0)),
+                      float(rel.max(initial=0.0)), where, float(analytical.flat[worst]),
+                      float(numerical.flat[worst]), not bad)
+
+
+def _unravel(flat: int, shape: tuple) -> tuple:
+    return tuple(int(j) for j in np.unravel_index(flat, shape)) if shape else ()

@@ -1,0 +1,173 @@
+"""Broadcasting arithmetic: + - * / ** and unary minus, plus where() and comparisons.
+
+NumPy broadcasting stretches an input of shape (3, 1) to (3, 4) in the forward pass;
+the chain rule then sums the gradient over the stretched axes, so each input receives
+a gradient of its own shape (``unbroadcast``).
+"""
+
+from __future__ import annotations
+
+from .. import backend
+from ..core import Function, Tensor, _as_tensors
+
+
+def unbroadcast(grad, shape: tuple):
+    """Sum grad over the axes that broadcasting added or stretched, back to ``shape``."""
+    extra = grad.ndim - len(shape)
+    if extra:
+        grad = grad.sum(axis=tuple(range(extra)))  # leading axes that were added
+    stretched = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
+    if stretched:
+        grad = grad.sum(axis=stretched, keepdims=True)  # size-1 axes that were stretched
+    return grad
+
+
+def check_broadcast(op: str, *shapes) -> tuple:
+    xp = backend.np
+    try:
+        return xp.broadcast_shapes(*shapes)
+    except ValueError:
+        raise ValueError(f"{op}: shapes {' and '.join(map(str, shapes))} do not broadcast "
+                         "(NumPy rules: trailing axes must match or be 1)") from None
+
+
+class _Binary(Function):
+    """A broadcasting op of two inputs; subclasses give the local derivatives."""
+
+    def forward(self, a, b):
+        self.a_shape, self.b_shape = a.shape, b.shape
+        check_broadcast(type(self).__name__.lower(), a.shape, b.shape)
+        return self.compute(a, b)
+
+    def backward(self, dout):
+        da, db = self.local_grads(dout)
+        return (None if da is None else unbroadcast(da, self.a_shape),
+                None if db is None else unbroadcast(db, self.b_shape))
+
+
+class Add(_Binary):
+    def compute(self, a, b):
+        return a + b
+
+    def local_grads(self, dout):
+        # out = a + b  =>  da = dout, db = dout
+        return dout, dout
+
+
+class Sub(_Binary):
+    def compute(self, a, b):
+        return a - b
+
+    def local_grads(self, dout):
+        # out = a - b  =>  da = dout, db = -dout
+        return dout, -dout
+
+
+class Mul(_Binary):
+    def compute(self, a, b):
+        self.a, self.b = a, b
+        return a * b
+
+    def local_grads(self, dout):
+        # out = a * b  =>  da = dout * b, db = dout * a
+        da = dout * self.b if self.needs_input_grad[0] else None
+        db = dout * self.a if self.needs_input_grad[1] else None
+        return da, db
+
+
+class Div(_Binary):
+    def compute(self, a, b):
+        self.a, self.b = a, b
+        return a / b
+
+    def local_grads(self, dout):
+        # out = a / b  =>  da = dout / b, db = -dout * a / b**2
+        da = dout / self.b if self.needs_input_grad[0] else None
+        db = -dout * self.a / self.b**2 if self.needs_input_grad[1] else None
+        return da, db
+
+
+class Pow(_Binary):
+    def compute(self, a, b):
+        self.a, self.b = a, b
+        self.out = a**b
+        return self.out
+
+    def local_grads(self, dout):
+        # out = a ** b  =>  da = dout * b * a**(b - 1), db = dout * out * log(a)
+        xp = backend.get_array_module(dout)
+        da = dout * self.b * self.a ** (self.b - 1) if self.needs_input_grad[0] else None
+        db = dout * self.out * xp.log(self.a) if self.needs_input_grad[1] else None
+        return da, db
+
+
+class Neg(Function):
+    def forward(self, x):
+        return -x
+
+    def backward(self, dout):
+        # out = -x  =>  dx = -dout
+        return -dout
+
+
+class Where(Function):
+    def forward(self, cond, a, b):
+        xp = backend.get_array_module(a, b)
+        self.cond, self.a_shape, self.b_shape = cond, a.shape, b.shape
+        check_broadcast("where", cond.shape, a.shape, b.shape)
+        return xp.where(cond, a, b)
+
+    def backward(self, dout):
+        # out = a where cond else b  =>  da = dout where cond, db = dout where not cond
+        xp = backend.get_array_module(dout)
+        zero = xp.zeros((), dout.dtype)
+        return (None, unbroadcast(xp.where(self.cond, dout, zero), self.a_shape),
+                unbroadcast(xp.where(self.cond, zero, dout), self.b_shape))
+
+
+def add(a, b) -> Tensor:
+    return Add.apply(a, b)
+
+
+def sub(a, b) -> Tensor:
+    return Sub.apply(a, b)
+
+
+def mul(a, b) -> Tensor:
+    return Mul.apply(a, b)
+
+
+def div(a, b) -> Tensor:
+    return Div.apply(a, b)
+
+
+def pow(a, b) -> Tensor:  # noqa: A001 - the operator's name
+    return Pow.apply(a, b)
+
+
+def neg(x) -> Tensor:
+    return Neg.apply(x)
+
+
+def where(cond, a, b) -> Tensor:
+    """a where cond is True, else b (cond is a boolean tensor or array; no gradient)."""
+    cond, a, b = _as_tensors([cond, a, b], "where")
+    if cond.dtype != bool:
+        raise TypeError(f"where: condition must be boolean, got {cond.dtype}")
+    return Where.apply(cond, a, b)
+
+
+def _compare(name: str):
+    def compare(a, b) -> Tensor:
+        a, b = _as_tensors([a, b], name)
+        xp = backend.get_array_module(a.data)
+        return Tensor(getattr(xp, name)(a.data, b.data))  # boolean: no gradient
+
+    compare.__name__ = name
+    compare.__doc__ = f"Elementwise {name} as a boolean tensor (not differentiable)."
+    return compare
+
+
+lt, le, gt, ge = _compare("less"), _compare("less_equal"), _compare("greater"), \
+    _compare("greater_equal")
+eq, ne = _compare("equal"), _compare("not_equal")

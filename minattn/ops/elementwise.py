@@ -1,0 +1,90 @@
+"""Elementwise functions. Each backward multiplies dout by the local derivative."""
+
+from __future__ import annotations
+
+from .. import backend
+from ..core import Function, Tensor
+
+
+class Exp(Function):
+    def forward(self, x):
+        self.out = backend.get_array_module(x).exp(x)
+        return self.out
+
+    def backward(self, dout):
+        # out = exp(x)  =>  dx = dout * exp(x) = dout * out  (save out, not x)
+        return dout * self.out
+
+
+class Log(Function):
+    def forward(self, x):
+        self.x = x
+        return backend.get_array_module(x).log(x)
+
+    def backward(self, dout):
+        # out = log(x)  =>  dx = dout / x
+        return dout / self.x
+
+
+class Sqrt(Function):
+    def forward(self, x):
+        self.out = backend.get_array_module(x).sqrt(x)
+        return self.out
+
+    def backward(self, dout):
+        # out = sqrt(x)  =>  dx = dout / (2 sqrt(x)) = dout / (2 out)
+        return dout / (2 * self.out)
+
+
+class Tanh(Function):
+    def forward(self, x):
+        self.out = backend.get_array_module(x).tanh(x)
+        return self.out
+
+    def backward(self, dout):
+        # out = tanh(x)  =>  dx = dout * (1 - tanh(x)**2) = dout * (1 - out**2)
+        return dout * (1 - self.out**2)
+
+
+class Abs(Function):
+    def forward(self, x):
+        self.x = x
+        return abs(x)
+
+    def backward(self, dout):
+        # out = |x|  =>  dx = dout * sign(x)   (0 at the kink, as PyTorch)
+        return dout * backend.get_array_module(dout).sign(self.x)
+
+
+class ReLU(Function):
+    def forward(self, x):
+        self.positive = x > 0
+        return x * self.positive
+
+    def backward(self, dout):
+        # out = max(x, 0)  =>  dx = dout where x > 0, else 0
+        return dout * self.positive
+
+
+def exp(x) -> Tensor:
+    return Exp.apply(x)
+
+
+def log(x) -> Tensor:
+    return Log.apply(x)
+
+
+def sqrt(x) -> Tensor:
+    return Sqrt.apply(x)
+
+
+def tanh(x) -> Tensor:
+    return Tanh.apply(x)
+
+
+def abs(x) -> Tensor:  # noqa: A001 - the function's name
+    return Abs.apply(x)
+
+
+def relu(x) -> Tensor:
+    return ReLU.apply(x)

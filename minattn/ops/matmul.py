@@ -1,0 +1,48 @@
+"""Batched, broadcasting matrix product with NumPy's rules for 1-D operands."""
+
+from __future__ import annotations
+
+from .. import backend
+from ..core import Function, Tensor, _as_tensors
+from .arithmetic import check_broadcast, unbroadcast
+
+
+class MatMul(Function):
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return a @ b
+
+    def backward(self, dout):
+        # out = a @ b, out_ij = sum_k a_ik b_kj  =>  da = dout @ b^T, db = a^T @ dout,
+        # each summed over the batch axes that broadcasting stretched.
+        # A 1-D a is a row (1, k) and a 1-D b a column (k, 1); put back the axis
+        # that the product dropped so the 2-D formulas apply unchanged.
+        xp = backend.get_array_module(dout)
+        a = self.a[None, :] if self.a.ndim == 1 else self.a  # (..., n, k)
+        b = self.b[:, None] if self.b.ndim == 1 else self.b  # (..., k, m)
+        if self.b.ndim == 1:
+            dout = xp.expand_dims(dout, -1)
+        if self.a.ndim == 1:
+            dout = xp.expand_dims(dout, -2)  # dout: (..., n, m)
+        da = db = None
+        if self.needs_input_grad[0]:
+            da = unbroadcast(dout @ b.swapaxes(-1, -2), a.shape).reshape(self.a.shape)  # (..., n, k)
+        if self.needs_input_grad[1]:
+            db = unbroadcast(a.swapaxes(-1, -2) @ dout, b.shape).reshape(self.b.shape)  # (..., k, m)
+        return da, db
+
+
+def matmul(a, b) -> Tensor:
+    """a @ b over the last two axes, broadcasting the others (``numpy.matmul`` rules)."""
+    a, b = _as_tensors([a, b], "matmul")
+    if a.ndim == 0 or b.ndim == 0:
+        raise ValueError(f"matmul: operands must have at least 1 dimension, got shapes "
+                         f"{a.shape} and {b.shape} (use * for scalars)")
+    k_a, k_b = a.shape[-1], b.shape[0] if b.ndim == 1 else b.shape[-2]
+    if k_a != k_b:
+        raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not match: the last "
+                         f"axis of a ({k_a}) must equal the "
+                         f"{'only' if b.ndim == 1 else 'second-to-last'} axis of b ({k_b})")
+    if a.ndim > 2 and b.ndim > 2:
+        check_broadcast("matmul (batch axes)", a.shape[:-2], b.shape[:-2])
+    return MatMul.apply(a, b)

@@ -1,0 +1,136 @@
+"""Ops that move elements without changing them: reshape, transpose, indexing, device, dtype.
+
+Their backward passes move the gradient back the same way: reshape it back,
+transpose by the inverse permutation, scatter it into the indexed positions.
+"""
+
+from __future__ import annotations
+
+from .. import backend
+from ..core import Function, Tensor
+
+
+class Reshape(Function):
+    def forward(self, x):
+        self.in_shape = x.shape
+        try:
+            return x.reshape(self.shape)
+        except ValueError:
+            raise ValueError(f"reshape: cannot view shape {x.shape} ({x.size} elements) as "
+                             f"{self.shape}") from None
+
+    def backward(self, dout):
+        # out = x viewed as another shape  =>  dx = dout viewed as x's shape
+        return dout.reshape(self.in_shape)
+
+
+class Transpose(Function):
+    def forward(self, x):
+        self.axes = tuple(reversed(range(x.ndim))) if self.axes is None else self.axes
+        if sorted(a % max(x.ndim, 1) for a in self.axes) != list(range(x.ndim)):
+            hint = " (to swap two axes as torch.transpose does, use swapaxes)" \
+                if len(self.axes) == 2 else ""
+            raise ValueError(f"transpose: axes {self.axes} are not a permutation of the "
+                             f"{x.ndim} axes of shape {x.shape}{hint}")
+        return x.transpose(self.axes)
+
+    def backward(self, dout):
+        # out = x with axes permuted by p  =>  dx = dout permuted by the inverse of p
+        xp = backend.get_array_module(dout)
+        return dout.transpose(tuple(xp.argsort(xp.asarray(self.axes) % dout.ndim).tolist()))
+
+
+class GetItem(Function):
+    def forward(self, x):
+        self.in_shape, self.dtype = x.shape, x.dtype
+        return x[self.index]
+
+    def backward(self, dout):
+        # out = x[index]  =>  dx = zeros like x, with dout added at index
+        # (added, not assigned: an advanced index may pick the same element twice)
+        xp = backend.get_array_module(dout)
+        dx = xp.zeros(self.in_shape, dtype=self.dtype)
+        if _is_basic(self.index):
+            dx[self.index] = dout  # slices and ints never repeat an element
+        else:
+            backend.scatter_add(dx, self.index, dout)
+        return dx
+
+
+class ToDevice(Function):
+    def forward(self, x):
+        self.source = backend.device_of(x)
+        return backend.to_device(x, self.device)
+
+    def backward(self, dout):
+        # out = x copied to another device  =>  dx = dout copied back
+        return backend.to_device(dout, self.source)
+
+
+class AsType(Function):
+    def forward(self, x):
+        self.source = x.dtype
+        return x.astype(self.dtype)
+
+    def backward(self, dout):
+        # out = x in another dtype  =>  dx = dout in x's dtype
+        return dout.astype(self.source)
+
+
+def _is_basic(index) -> bool:
+    parts = index if isinstance(index, tuple) else (index,)
+    return all(isinstance(p, (int, slice)) or p is None or p is Ellipsis for p in parts)
+
+
+def _shape_args(shape) -> tuple:
+    return tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) \
+        else tuple(shape)
+
+
+def reshape(x, *shape) -> Tensor:
+    return Reshape.apply(x, shape=_shape_args(shape))
+
+
+def transpose(x, *axes) -> Tensor:
+    """Permute the axes (NumPy semantics); no axes reverses them, as ``.T`` does."""
+    axes = _shape_args(axes)
+    return Transpose.apply(x, axes=axes or None)
+
+
+def swapaxes(x, axis1: int, axis2: int) -> Tensor:
+    """Exchange two axes, e.g. ``k.swapaxes(-2, -1)`` (what torch.transpose(k, -2, -1) does)."""
+    ndim = x.ndim
+    axes = list(range(ndim))
+    a, b = axis1 % ndim, axis2 % ndim
+    axes[a], axes[b] = axes[b], axes[a]
+    return Transpose.apply(x, axes=tuple(axes))
+
+
+def getitem(x, index) -> Tensor:
+    parts = index if isinstance(index, tuple) else (index,)
+    parts = tuple(p.data if isinstance(p, Tensor) else p for p in parts)
+    for p in parts:
+        if hasattr(p, "__array__") and backend.device_of(p) != x.device:
+            raise RuntimeError(f"indexing a {x.device} tensor with a {backend.device_of(p)} "
+                               "index: move the index to the same device")
+    if any(isinstance(p, list) for p in parts):
+        xp = backend.get_array_module(x.data)
+        parts = tuple(xp.asarray(p) if isinstance(p, list) else p for p in parts)
+    return GetItem.apply(x, index=parts if isinstance(index, tuple) else parts[0])
+
+
+def to(x, device=None, dtype=None) -> Tensor:
+    """Move to a device and/or cast, like ``torch.Tensor.to``: ``t.to("cuda")``, ``t.to(ma.float64)``."""
+    if device is not None and not isinstance(device, str):
+        device, dtype = None, device  # t.to(ma.float64)
+    out = x
+    if device is not None and backend.check_device(device) != x.device:
+        out = ToDevice.apply(out, device=backend.check_device(device))
+    if dtype is not None:
+        out = astype(out, dtype)
+    return out
+
+
+def astype(x, dtype) -> Tensor:
+    dtype = backend.resolve_dtype(dtype)
+    return x if x.dtype == dtype else AsType.apply(x, dtype=dtype)
