@@ -136,14 +136,15 @@ def is_float(dtype) -> bool:
 def as_array(value, device: str | None = None, dtype=None):
     """Turn data (list, scalar, NumPy or CuPy array) into a backend array.
 
-    Python floats become the default float32, as in PyTorch; arrays keep their dtype.
+    Python floats become the default float32, as in PyTorch; arrays and NumPy scalars
+    keep their dtype.
     """
     dtype = resolve_dtype(dtype)
     if is_cupy_array(value) or isinstance(value, np.ndarray):
         array = value if device is None else to_device(value, device)
         return array if dtype is None or array.dtype == dtype else array.astype(dtype)
     array = np.asarray(value)
-    if dtype is None and array.dtype == np.float64:
+    if dtype is None and array.dtype == np.float64 and not isinstance(value, np.generic):
         dtype = DEFAULT_DTYPE  # Python floats: default dtype, like torch.tensor([1.0])
     if dtype is not None:
         array = array.astype(dtype)

@@ -198,7 +198,9 @@ class Tensor:
 
         grads = {id(self): grad}  # dL/dt for every tensor t reached so far
         for t in reversed(_topological_order(self)):
-            dout = grads.pop(id(t))
+            dout = grads.pop(id(t), None)
+            if dout is None:  # every path to t returned None: no gradient reaches it
+                continue
             if t._ctx is None or t._retain_grad:
                 t.grad = Tensor(dout.copy() if t.grad is None else t.grad.data + dout)
             fn = t._ctx

@@ -42,14 +42,14 @@ class InputCheck:
     mode: str  # "full" or "directional"
     max_abs_error: float
     max_rel_error: float
-    where: tuple | None  # (input element,) or (input element, output element)
+    where: tuple | None  # (input element,) or (input element, "output N element (...)")
     analytical: float
     numerical: float
     passed: bool
 
     def describe(self) -> str:
         at = "" if self.where is None else " at input element " + str(self.where[0]) + (
-            f" / output element {self.where[1]}" if len(self.where) > 1 else "")
+            f" / {self.where[1]}" if len(self.where) > 1 else "")
         return (f"input {self.index} (shape {self.shape}, {self.mode}){at}: analytical "
                 f"{self.analytical:.10g} vs numerical {self.numerical:.10g} (abs error "
                 f"{self.max_abs_error:.3g}, rel error {self.max_rel_error:.3g})")
@@ -73,7 +73,7 @@ class GradcheckReport:
                f"{'max rel err':>11}  {'where':<14} {'ok':<4}"
         lines = [head, "-" * len(head)]
         for c in self.checks:
-            where = "-" if c.where is None else ",".join(map(str, c.where))
+            where = "-" if c.where is None else str(c.where[0]).replace(" ", "")
             lines.append(f"{c.index:>5}  {str(c.shape):<16} {c.mode:<11} {c.max_abs_error:>11.2e} "
                          f"{c.max_rel_error:>11.2e}  {where:<14} {'yes' if c.passed else 'NO':<4}")
         lines.append(f"eps={self.eps:g} atol={self.atol:g} rtol={self.rtol:g}: "
@@ -138,7 +138,7 @@ def _check_full(fn, inputs, i, upstream, eps, atol, rtol, rng) -> InputCheck:
     analytical = np.stack(rows)  # (n_out, n_in)
     bad, worst = _compare(analytical, numerical, atol, rtol)
     out_el, in_el = np.unravel_index(worst, analytical.shape)
-    where = (_unravel(in_el, x.shape), int(out_el))
+    where = (_unravel(in_el, x.shape), _locate_output(int(out_el), outs))
     return _result(i, x, "full", analytical, numerical, worst, where, bad)
 
 
@@ -238,6 +238,15 @@ def _split_onehot(k: int, outs) -> list:
         onehots.append(backend.to_device(e.reshape(o.shape), o.device))
         offset += o.size
     return onehots
+
+
+def _locate_output(k: int, outs) -> str:
+    """Name the k-th element of all outputs concatenated: 'output 1 element (0, 2)'."""
+    for number, o in enumerate(outs):
+        if k < o.size:
+            return f"output {number} element {_unravel(k, o.shape)}"
+        k -= o.size
+    raise IndexError(k)
 
 
 def _compare(analytical, numerical, atol, rtol) -> tuple[bool, int]:

@@ -49,7 +49,7 @@ class Tanh(Function):
 class Abs(Function):
     def forward(self, x):
         self.x = x
-        return abs(x)
+        return backend.get_array_module(x).abs(x)
 
     def backward(self, dout):
         # out = |x|  =>  dx = dout * sign(x)   (0 at the kink, as PyTorch)

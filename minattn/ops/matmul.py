@@ -26,9 +26,11 @@ class MatMul(Function):
             dout = xp.expand_dims(dout, -2)  # dout: (..., n, m)
         da = db = None
         if self.needs_input_grad[0]:
-            da = unbroadcast(dout @ b.swapaxes(-1, -2), a.shape).reshape(self.a.shape)  # (..., n, k)
+            da = unbroadcast(dout @ b.swapaxes(-1, -2), a.shape)  # (..., n, k)
+            da = da.reshape(self.a.shape)
         if self.needs_input_grad[1]:
-            db = unbroadcast(a.swapaxes(-1, -2) @ dout, b.shape).reshape(self.b.shape)  # (..., k, m)
+            db = unbroadcast(a.swapaxes(-1, -2) @ dout, b.shape)  # (..., k, m)
+            db = db.reshape(self.b.shape)
         return da, db
 
 

@@ -120,7 +120,10 @@ def getitem(x, index) -> Tensor:
 
 
 def to(x, device=None, dtype=None) -> Tensor:
-    """Move to a device and/or cast, like ``torch.Tensor.to``: ``t.to("cuda")``, ``t.to(ma.float64)``."""
+    """Move to a device and/or cast, as ``torch.Tensor.to``: ``t.to("cuda")``, ``t.to(ma.float64)``.
+
+    Differentiable: the gradient flows back to the original device and dtype.
+    """
     if device is not None and not isinstance(device, str):
         device, dtype = None, device  # t.to(ma.float64)
     out = x

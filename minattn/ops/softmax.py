@@ -1,0 +1,94 @@
+"""Softmax and log-softmax over any axis: fused ops with hand-written backward passes,
+each beside a composed twin built from primitive ops (exp, sum, divide) that autograd
+differentiates; the tests hold the two equal.
+
+Both forwards subtract the row max first: softmax(x) = softmax(x - c) for any constant c,
+and with c = max(x) every exponent is <= 0, so exp never overflows, even for logits of
+1e4 in float16. Both backwards use the *output*, never the input:
+
+    y = softmax(x)       dx = y * (dy - sum(dy * y))
+    y = log_softmax(x)   dx = dy - exp(y) * sum(dy)
+
+A row of all -inf has no softmax (every term is 0/0): it gives NaN, as in PyTorch.
+Attention, which must survive fully masked rows, guards against that itself.
+"""
+
+from __future__ import annotations
+
+from .. import backend
+from ..core import Function, Tensor
+from .reduce import normalize_axis
+
+
+def _check_axis(x, axis: int) -> int:
+    if not isinstance(axis, int):
+        raise TypeError(f"softmax: axis must be one int, got {axis!r}")
+    return normalize_axis(axis, x.ndim)[0]
+
+
+class Softmax(Function):
+    """y = exp(x - max x) / sum(exp(x - max x)) along ``axis``."""
+
+    def forward(self, x):
+        xp = backend.get_array_module(x)
+        axis = _check_axis(x, self.axis)
+        e = xp.exp(x - x.max(axis=axis, keepdims=True))  # every exponent <= 0: no overflow
+        self.out = e / e.sum(axis=axis, keepdims=True)
+        return self.out  # saved for backward: dx needs y, not x
+
+    def backward(self, dout):
+        # y_i = e^{x_i} / sum_j e^{x_j}  =>  dy_i/dx_k = y_i (delta_ik - y_k)   (J = diag(y) - y y^T)
+        # dx_k = sum_i dy_i y_i (delta_ik - y_k) = y_k (dy_k - sum_i dy_i y_i)
+        y = self.out
+        return y * (dout - (dout * y).sum(axis=self.axis, keepdims=True))
+
+
+class LogSoftmax(Function):
+    """y = x - max x - log(sum(exp(x - max x))) along ``axis`` (log-sum-exp, stable)."""
+
+    def forward(self, x):
+        xp = backend.get_array_module(x)
+        axis = _check_axis(x, self.axis)
+        shifted = x - x.max(axis=axis, keepdims=True)  # <= 0, with a 0 in every row
+        self.out = shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))  # sum >= 1
+        return self.out  # saved for backward: exp(y) is the softmax
+
+    def backward(self, dout):
+        # y_i = x_i - log sum_j e^{x_j}  =>  dy_i/dx_k = delta_ik - softmax(x)_k = delta_ik - e^{y_k}
+        # dx_k = sum_i dy_i (delta_ik - e^{y_k}) = dy_k - e^{y_k} sum_i dy_i
+        xp = backend.get_array_module(dout)
+        return dout - xp.exp(self.out) * dout.sum(axis=self.axis, keepdims=True)
+
+
+def softmax(x, axis: int = -1) -> Tensor:
+    """Softmax along ``axis``: entries in (0, 1] that sum to 1.
+
+    >>> p = softmax(ma.tensor([[1.0, 2.0, 3.0]]))      # ma.functional.softmax, x.softmax()
+    >>> p.sum(axis=-1).item()
+    1.0
+    """
+    return Softmax.apply(x, axis=axis)
+
+
+def log_softmax(x, axis: int = -1) -> Tensor:
+    """log(softmax(x)) along ``axis``, computed as x - logsumexp(x) (no log of 0).
+
+    >>> logp = log_softmax(ma.tensor([1e4, 0.0]))      # [0, -1e4]: finite, unlike log(softmax)
+    """
+    return LogSoftmax.apply(x, axis=axis)
+
+
+# -- composed twins: the same functions from primitive ops; autograd derives the backward --
+
+
+def softmax_composed(x: Tensor, axis: int = -1) -> Tensor:
+    """softmax from exp, sum and divide; the max is a constant shift, so it is detached."""
+    shifted = x - x.max(axis=axis, keepdims=True).detach()  # softmax(x - c) = softmax(x)
+    e = shifted.exp()
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def log_softmax_composed(x: Tensor, axis: int = -1) -> Tensor:
+    """log_softmax as (x - c) - log(sum(exp(x - c))) from primitive ops, c = max(x) detached."""
+    shifted = x - x.max(axis=axis, keepdims=True).detach()
+    return shifted - shifted.exp().sum(axis=axis, keepdims=True).log()
