@@ -9,12 +9,33 @@
 """
 
 from . import functional, nn, ops
-from .backend import (cuda_available, default_device, float16, float32, float64,
-                      manual_seed, set_default_device)
+from .backend import (
+                      cuda_available,
+                      default_device,
+                      float16,
+                      float32,
+                      float64,
+                      manual_seed,
+                      set_default_device,
+)
 from .core import Function, Tensor, is_grad_enabled, no_grad, ones, randn, tensor, zeros
 from .gradcheck import GradcheckError, GradcheckReport, gradcheck, gradcheck_report
-from .ops import (abs, exp, log, matmul, max, mean, relu, reshape, sqrt, sum, swapaxes, tanh,
-                  transpose, where)
+from .ops import (
+                      abs,
+                      exp,
+                      log,
+                      matmul,
+                      max,
+                      mean,
+                      relu,
+                      reshape,
+                      sqrt,
+                      sum,
+                      swapaxes,
+                      tanh,
+                      transpose,
+                      where,
+)
 
 __version__ = "0.1.0"
 

@@ -179,9 +179,10 @@ def generator(device: str):
 
 def scatter_add(target, index, values) -> None:
     """target[index] += values, with repeated indices adding up (np.add.at)."""
-    if is_cupy_array(target):
+    xp = get_array_module(target)
+    if hasattr(xp.add, "at"):  # NumPy, and CuPy >= 13
+        xp.add.at(target, index, values)
+    else:
         import cupyx
 
         cupyx.scatter_add(target, index, values)
-    else:
-        np.add.at(target, index, values)

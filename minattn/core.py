@@ -11,7 +11,6 @@ per node, from the output back to the leaves.
 from __future__ import annotations
 
 import contextlib
-import functools
 
 from . import backend
 
@@ -290,33 +289,6 @@ def ones(*shape, requires_grad=False, device=None, dtype=None) -> Tensor:
     return _filled("ones", shape, requires_grad, device, dtype)
 
 
-@functools.cache
-def _ops():
-    from . import ops
-
-    return ops
-
-
-# Operators and methods live in minattn.ops, one Function per op; bind them here.
-def _bind(name: str, op: str, swap: bool = False) -> None:
-    if swap:
-        setattr(Tensor, name, lambda self, other: getattr(_ops(), op)(other, self))
-    else:
-        setattr(Tensor, name, lambda self, *a, **k: getattr(_ops(), op)(self, *a, **k))
-
-
-for _name, _op in [("__add__", "add"), ("__sub__", "sub"), ("__mul__", "mul"),
-                   ("__truediv__", "div"), ("__pow__", "pow"), ("__matmul__", "matmul"),
-                   ("__neg__", "neg"), ("__getitem__", "getitem"), ("__lt__", "lt"),
-                   ("__le__", "le"), ("__gt__", "gt"), ("__ge__", "ge"), ("__eq__", "eq"),
-                   ("__ne__", "ne"), ("sum", "sum"), ("mean", "mean"), ("max", "max"),
-                   ("exp", "exp"), ("log", "log"), ("sqrt", "sqrt"), ("tanh", "tanh"),
-                   ("abs", "abs"), ("relu", "relu"), ("reshape", "reshape"),
-                   ("transpose", "transpose"), ("swapaxes", "swapaxes"), ("to", "to"),
-                   ("astype", "astype"), ("softmax", "softmax"),
-                   ("log_softmax", "log_softmax")]:
-    _bind(_name, _op)
-for _name, _op in [("__radd__", "add"), ("__rsub__", "sub"), ("__rmul__", "mul"),
-                   ("__rtruediv__", "div"), ("__rpow__", "pow"), ("__rmatmul__", "matmul")]:
-    _bind(_name, _op, swap=True)
-Tensor.T = property(lambda self: _ops().transpose(self))
+# Operators and methods (+, @, .sum(), .softmax(), ...) are the ops of minattn.ops, one
+# Function each; importing that package attaches them to Tensor (see ops/__init__.py).
+from . import ops  # noqa: E402, F401

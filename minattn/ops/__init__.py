@@ -19,6 +19,26 @@ def log_softmax(x, axis=-1):
     return log_softmax(x, axis)
 
 
+def _attach_to_tensor() -> None:
+    """Make the ops Tensor methods and operators: ``a + b`` is ``add(a, b)``, ``x.T`` is
+    ``transpose(x)``, and the reflected operators (``2 * x``) swap their arguments."""
+    from ..core import Tensor
+
+    for name in ("sum", "mean", "max", "exp", "log", "sqrt", "tanh", "abs", "relu", "reshape",
+                 "transpose", "swapaxes", "to", "astype", "softmax", "log_softmax"):
+        setattr(Tensor, name, globals()[name])
+    for name, op in [("add", add), ("sub", sub), ("mul", mul), ("truediv", div), ("pow", pow),
+                     ("matmul", matmul)]:
+        setattr(Tensor, f"__{name}__", op)
+        setattr(Tensor, f"__r{name}__", lambda self, other, op=op: op(other, self))
+    for name, op in [("neg", neg), ("getitem", getitem), ("lt", lt), ("le", le), ("gt", gt),
+                     ("ge", ge), ("eq", eq), ("ne", ne)]:
+        setattr(Tensor, f"__{name}__", op)
+    Tensor.T = property(transpose, doc="All axes reversed, as NumPy's ``.T``.")
+
+
+_attach_to_tensor()
+
 __all__ = ["abs", "add", "astype", "div", "eq", "exp", "ge", "getitem", "gt", "le", "log",
            "log_softmax", "lt", "matmul", "max", "mean", "mul", "ne", "neg", "pow", "relu",
            "reshape", "softmax", "sqrt", "sub", "sum", "swapaxes", "tanh", "to", "transpose",

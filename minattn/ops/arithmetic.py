@@ -126,26 +126,32 @@ class Where(Function):
 
 
 def add(a, b) -> Tensor:
+    """a + b, broadcasting as NumPy."""
     return Add.apply(a, b)
 
 
 def sub(a, b) -> Tensor:
+    """a - b, broadcasting as NumPy."""
     return Sub.apply(a, b)
 
 
 def mul(a, b) -> Tensor:
+    """a * b elementwise, broadcasting as NumPy."""
     return Mul.apply(a, b)
 
 
 def div(a, b) -> Tensor:
+    """a / b elementwise, broadcasting as NumPy."""
     return Div.apply(a, b)
 
 
 def pow(a, b) -> Tensor:  # noqa: A001 - the operator's name
+    """a ** b elementwise; b may be a number or a tensor."""
     return Pow.apply(a, b)
 
 
 def neg(x) -> Tensor:
+    """-x."""
     return Neg.apply(x)
 
 

@@ -67,24 +67,30 @@ class ReLU(Function):
 
 
 def exp(x) -> Tensor:
+    """e ** x elementwise."""
     return Exp.apply(x)
 
 
 def log(x) -> Tensor:
+    """Natural logarithm, elementwise."""
     return Log.apply(x)
 
 
 def sqrt(x) -> Tensor:
+    """Square root, elementwise."""
     return Sqrt.apply(x)
 
 
 def tanh(x) -> Tensor:
+    """Hyperbolic tangent, elementwise."""
     return Tanh.apply(x)
 
 
 def abs(x) -> Tensor:  # noqa: A001 - the function's name
+    """|x| elementwise (gradient 0 at 0, as PyTorch)."""
     return Abs.apply(x)
 
 
 def relu(x) -> Tensor:
+    """max(x, 0) elementwise."""
     return ReLU.apply(x)

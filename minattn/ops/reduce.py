@@ -72,12 +72,15 @@ class Max(Function):
 
 
 def sum(x, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001 - NumPy's name
+    """Sum over ``axis`` (an int, a tuple, or None for all), as ``numpy.sum``."""
     return Sum.apply(x, axis=axis, keepdims=keepdims)
 
 
 def mean(x, axis=None, keepdims: bool = False) -> Tensor:
+    """Mean over ``axis`` (an int, a tuple, or None for all), as ``numpy.mean``."""
     return Mean.apply(x, axis=axis, keepdims=keepdims)
 
 
 def max(x, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001 - NumPy's name
+    """Largest value over ``axis``; tied maxima share the gradient equally."""
     return Max.apply(x, axis=axis, keepdims=keepdims)

@@ -88,6 +88,7 @@ def _shape_args(shape) -> tuple:
 
 
 def reshape(x, *shape) -> Tensor:
+    """The same elements in a new shape: ``x.reshape(2, -1)`` or ``x.reshape((2, -1))``."""
     return Reshape.apply(x, shape=_shape_args(shape))
 
 
@@ -107,6 +108,7 @@ def swapaxes(x, axis1: int, axis2: int) -> Tensor:
 
 
 def getitem(x, index) -> Tensor:
+    """``x[index]`` with NumPy indexing: ints, slices, None, Ellipsis, int or bool arrays."""
     parts = index if isinstance(index, tuple) else (index,)
     parts = tuple(p.data if isinstance(p, Tensor) else p for p in parts)
     for p in parts:
@@ -135,5 +137,6 @@ def to(x, device=None, dtype=None) -> Tensor:
 
 
 def astype(x, dtype) -> Tensor:
+    """Cast to another dtype (differentiable; the gradient comes back in the old dtype)."""
     dtype = backend.resolve_dtype(dtype)
     return x if x.dtype == dtype else AsType.apply(x, dtype=dtype)
