@@ -158,6 +158,13 @@ class Tensor:
         """A host NumPy copy of the data (never a view that could change under you)."""
         return backend.to_numpy(self.data)
 
+    def __array__(self, dtype=None, copy=None):
+        """np.asarray(t) works for CPU tensors; a GPU tensor must say .numpy() explicitly."""
+        if self.device != "cpu":
+            raise TypeError(f"cannot convert a {self.device} tensor to NumPy implicitly; "
+                            "use .numpy() for a host copy")
+        return self.data if dtype is None else self.data.astype(dtype)
+
     def item(self):
         if self.size != 1:
             raise ValueError(f"item() needs a one-element tensor, got shape {self.shape}")

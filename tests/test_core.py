@@ -65,6 +65,11 @@ def test_cuda_without_gpu_says_what_is_missing():
         ma.tensor([1.0], device="cuda")
 
 
+def test_numpy_asarray_reads_a_cpu_tensor():
+    t = ma.tensor([1.0, 2.0])
+    np.testing.assert_array_equal(np.asarray(t), [1.0, 2.0])
+
+
 def test_item_numpy_repr_len_bool():
     t = ma.tensor([[1.5]])
     assert t.item() == 1.5 and len(t) == 1 and bool(t)
