@@ -235,17 +235,23 @@ class Tensor:
 
 
 def _topological_order(root: Tensor) -> list[Tensor]:
-    """Every tensor that root depends on, each after all of its inputs (iterative DFS)."""
-    order, seen, stack = [], {id(root)}, [(root, False)]
+    """Every tensor that root depends on, each after all of its inputs (iterative DFS).
+
+    A tensor is appended only once all of its inputs have been appended (post-order), so
+    walking the list backwards visits each node after every node that consumes it.
+    """
+    order, visited, stack = [], set(), [(root, False)]
     while stack:
         t, inputs_done = stack.pop()
         if inputs_done:
             order.append(t)
             continue
+        if id(t) in visited:
+            continue
+        visited.add(id(t))
         stack.append((t, True))
-        for x in (getattr(t._ctx, "inputs", None) or ()) if t._ctx is not None else ():
-            if x.requires_grad and id(x) not in seen:
-                seen.add(id(x))
+        for x in (t._ctx.inputs or ()) if t._ctx is not None else ():
+            if x.requires_grad and id(x) not in visited:
                 stack.append((x, False))
     return order
 

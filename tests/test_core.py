@@ -104,6 +104,29 @@ def test_fan_out_gradients_add_up():
     np.testing.assert_allclose(x.grad.numpy(), dout * (2 * x.numpy() + 1))
 
 
+def test_a_tensor_reached_by_paths_of_different_lengths():
+    # y feeds the division directly and through the sum: both paths must arrive before
+    # y passes its gradient on (reverse topological order, not the order of discovery).
+    x = f64(4)
+    y = x.exp()
+    out = y / y.sum()
+    dout = np.random.default_rng(1).standard_normal(4)
+    out.backward(dout)
+    p = out.numpy()
+    np.testing.assert_allclose(x.grad.numpy(), p * (dout - (dout * p).sum()), rtol=1e-12)
+    assert ma.gradcheck(lambda t: t.exp() / t.exp().sum(), (f64(4),))
+
+
+def test_diamond_graphs_of_any_depth():
+    x = f64(3)
+    a = x * 2
+    b = a.tanh() * a  # a reaches b directly and through tanh
+    c = b * a + x  # and again here, x as well
+    assert ma.gradcheck(lambda t: (lambda a: (a.tanh() * a) * a + t)(t * 2), (x,))
+    c.backward(np.ones(3))
+    assert np.isfinite(x.grad.numpy()).all()
+
+
 def test_gradients_accumulate_across_backward_calls():
     x = f64(4)
     (x * 3).backward(np.ones(4))

@@ -1,5 +1,12 @@
 """Neural-network modules (PyTorch's names): Module, Parameter, Linear, ..."""
 
-from .module import Linear, Module, Parameter
+from . import functional_nn, utils
+from .attention import MultiHeadAttention
+from .layers import GELU, Dropout, Embedding, LayerNorm, ReLU
+from .module import Linear, Module, ModuleList, Parameter, Sequential
+from .transformer import MLP, Transformer, TransformerBlock
 
-__all__ = ["Linear", "Module", "Parameter"]
+__all__ = ["GELU", "MLP", "Dropout", "Embedding", "LayerNorm", "Linear", "Module", "ModuleList",
+           "MultiHeadAttention",
+           "Parameter", "ReLU", "Sequential", "Transformer", "TransformerBlock", "functional_nn",
+           "utils"]

@@ -5,18 +5,7 @@ from .elementwise import abs, exp, log, relu, sqrt, tanh
 from .matmul import matmul
 from .reduce import max, mean, sum
 from .shape import astype, getitem, reshape, swapaxes, to, transpose
-
-
-def softmax(x, axis=-1):
-    from ..functional import softmax
-
-    return softmax(x, axis)
-
-
-def log_softmax(x, axis=-1):
-    from ..functional import log_softmax
-
-    return log_softmax(x, axis)
+from .softmax import log_softmax, softmax  # binds the names to the functions, not the module
 
 
 def _attach_to_tensor() -> None:

@@ -15,13 +15,15 @@ Attention, which must survive fully masked rows, guards against that itself.
 
 from __future__ import annotations
 
+import numbers
+
 from .. import backend
 from ..core import Function, Tensor
 from .reduce import normalize_axis
 
 
 def _check_axis(x, axis: int) -> int:
-    if not isinstance(axis, int):
+    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
         raise TypeError(f"softmax: axis must be one int, got {axis!r}")
     return normalize_axis(axis, x.ndim)[0]
 
@@ -37,7 +39,7 @@ class Softmax(Function):
         return self.out  # saved for backward: dx needs y, not x
 
     def backward(self, dout):
-        # y_i = e^{x_i} / sum_j e^{x_j}  =>  dy_i/dx_k = y_i (delta_ik - y_k)   (J = diag(y) - y y^T)
+        # y_i = e^{x_i} / sum_j e^{x_j}  =>  dy_i/dx_k = y_i (delta_ik - y_k),  J = diag(y) - y y^T
         # dx_k = sum_i dy_i y_i (delta_ik - y_k) = y_k (dy_k - sum_i dy_i y_i)
         y = self.out
         return y * (dout - (dout * y).sum(axis=self.axis, keepdims=True))
@@ -54,7 +56,7 @@ class LogSoftmax(Function):
         return self.out  # saved for backward: exp(y) is the softmax
 
     def backward(self, dout):
-        # y_i = x_i - log sum_j e^{x_j}  =>  dy_i/dx_k = delta_ik - softmax(x)_k = delta_ik - e^{y_k}
+        # y_i = x_i - log sum_j e^{x_j}  =>  dy_i/dx_k = delta_ik - softmax(x)_k = delta_ik - e^y_k
         # dx_k = sum_i dy_i (delta_ik - e^{y_k}) = dy_k - e^{y_k} sum_i dy_i
         xp = backend.get_array_module(dout)
         return dout - xp.exp(self.out) * dout.sum(axis=self.axis, keepdims=True)

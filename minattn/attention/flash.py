@@ -1,0 +1,250 @@
+"""FlashAttention: attention in blocks, with memory linear in the sequence length.
+
+The dense implementations hold the (L, S) probabilities. Here the queries are cut into
+blocks of ``block_q`` rows and the keys into blocks of ``block_k``; only one
+(block_q, block_k) tile of scores exists at a time.
+
+Forward (online softmax, Milakov & Gimelshein 2018): for each query block, walk over the key
+blocks keeping per row a running max m, a running sum l = sum exp(s - m) and an accumulator
+acc = sum exp(s - m) v. When a new block raises the max from m_old to m_new, everything
+summed so far was scaled by exp(-m_old) and must be scaled by exp(-m_new) instead: multiply
+l and acc by exp(m_old - m_new). At the end, out = acc / l and lse = m + log(l).
+
+What is saved for backward, and why: only out (L, Ev) and the row log-sum-exp lse (L,),
+besides the inputs. Backward recomputes each tile P = exp(S - lse), which is exactly the
+softmax (lse is the log of the row's normaliser), and replaces rowsum(dP * P), which would
+need a whole row of P, by D = rowsum(dO * O) (Dao et al. 2022; FlashAttention-2, Dao 2023):
+
+    rowsum(dP * P)_i = sum_j (dO_i . V_j) P_ij = dO_i . (sum_j P_ij V_j) = dO_i . O_i
+
+Fully masked rows have l = 0: their out is 0 and lse is -inf; the backward then treats
+their P as 0, so every gradient they feed is 0, never NaN.
+
+The kernels below are readable NumPy/CuPy references (``xp``). Compiled kernels for CPU
+(numba) and GPU (CuPy) take exactly the same arguments and are tested against them; the
+FlashAttention op finds its kernels through ``flash_kernels`` alone.
+"""
+
+from __future__ import annotations
+
+from .. import backend
+from ..core import Function
+from ..ops.arithmetic import unbroadcast
+
+BLOCK_Q = 64  # rows of queries per tile; read at call time, so tests may shrink them
+BLOCK_K = 64  # keys per tile
+
+
+# -- the kernel interface: (N, L, E) arrays in, arrays out -------------------------------------
+
+
+def flash_forward(q, k, v, scale, bias=None, is_causal=False, block_q=64, block_k=64):
+    """(out, lse) of softmax(scale * q k^T + bias) v, one (block_q, block_k) tile at a time.
+
+    q (N, L, E), k (N, S, E), v (N, S, Ev); ``bias`` None or a float array broadcastable
+    to (N, L, S) (0 kept, -inf masked, plus any additive mask); ``is_causal`` masks key j
+    for query i when j > i. Returns out (N, L, Ev) in q's dtype and lse (N, L), -inf (and
+    out 0) for rows where every key is masked. Loop nest::
+
+        for each query block i:                      m = -inf, l = 0, acc = 0
+            for each key block j (j <= i if causal):
+                s = scale * q_i k_j^T + bias_ij       (N, bq, bk)
+                m_new = max(m, rowmax(s)); p = exp(s - m_new)
+                l = exp(m - m_new) l + rowsum(p); acc = exp(m - m_new) acc + p v_j
+            out_i = acc / l; lse_i = m + log(l)
+    """
+    xp = backend.get_array_module(q)
+    N, L, _ = q.shape
+    S, Ev = k.shape[1], v.shape[2]
+    work = backend.np.promote_types(q.dtype, xp.float32)  # float16 tiles are summed in float32
+    bias = _as_3d(bias)
+    out = xp.empty((N, L, Ev), dtype=q.dtype)
+    lse = xp.empty((N, L), dtype=work)
+    for i0 in range(0, L, block_q):
+        i1 = min(i0 + block_q, L)
+        q_i = q[:, i0:i1].astype(work, copy=False)  # (N, bq, E)
+        m = xp.full((N, i1 - i0), -xp.inf, dtype=work)  # running row max
+        l = xp.zeros((N, i1 - i0), dtype=work)  # running sum of exp(s - m)
+        acc = xp.zeros((N, i1 - i0, Ev), dtype=work)  # running sum of exp(s - m) v
+        for j0 in range(0, _keys_end(S, i1, is_causal), block_k):
+            j1 = min(j0 + block_k, S)
+            s = _tile_scores(q_i, k[:, j0:j1].astype(work, copy=False), scale, bias,
+                             is_causal, i0, i1, j0, j1)  # (N, bq, bk)
+            m_new = xp.maximum(m, s.max(axis=-1))  # (N, bq)
+            m_safe = _finite_or_zero(m_new)  # a row masked so far has m_new = -inf
+            p = xp.exp(s - m_safe[..., None])  # (N, bq, bk)
+            alpha = xp.exp(m - m_safe)  # (N, bq): moves old sums from exp(-m) to exp(-m_new)
+            l = alpha * l + p.sum(axis=-1)  # (N, bq)
+            acc = alpha[..., None] * acc + p @ v[:, j0:j1].astype(work, copy=False)
+            m = m_new
+        seen = l > 0  # False for a row whose every key is masked
+        l_safe = xp.where(seen, l, xp.ones((), work))
+        out[:, i0:i1] = acc / l_safe[..., None]  # (N, bq, Ev), 0 where not seen
+        lse[:, i0:i1] = xp.where(seen, m + xp.log(l_safe), xp.asarray(-xp.inf, work))
+    return out, lse
+
+
+def flash_backward(q, k, v, out, lse, dout, scale, bias=None, is_causal=False, block_q=64,
+                   block_k=64):
+    """(dq, dk, dv) of flash_forward, recomputing each tile's probabilities from lse.
+
+    Same arguments as flash_forward plus its out (N, L, Ev) and lse (N, L), and the
+    upstream dout (N, L, Ev). Loop nest (outer over keys, so dk_j and dv_j stay local)::
+
+        D = rowsum(dout * out)                                        (N, L)
+        for each key block j:
+            for each query block i (i >= j if causal):
+                p = exp(scale * q_i k_j^T + bias_ij - lse_i)          (N, bq, bk)
+                dv_j += p^T dout_i;  dp = dout_i v_j^T
+                ds = p * (dp - D_i)
+                dq_i += scale * ds k_j;  dk_j += scale * ds^T q_i
+    """
+    # O = P V, P = softmax(S)  =>  dV = P^T dO, dP = dO V^T, dS = P * (dP - rowsum(dP * P)),
+    # and rowsum(dP * P)_i = dO_i . O_i = D_i, so dS needs no whole row of P;
+    # S = scale * Q K^T  =>  dQ = scale * dS K, dK = scale * dS^T Q, summed tile by tile.
+    xp = backend.get_array_module(q)
+    N, L, E = q.shape
+    S, Ev = k.shape[1], v.shape[2]
+    work = backend.np.promote_types(q.dtype, xp.float32)
+    bias = _as_3d(bias)
+    D = (dout.astype(work) * out.astype(work)).sum(axis=-1)  # (N, L) = rowsum(dP * P)
+    # a fully masked row has lse = -inf; with +inf instead, its p = exp(s - inf) = 0
+    lse = xp.where(xp.isfinite(lse), lse, xp.asarray(xp.inf, lse.dtype)).astype(work)
+    dq = xp.zeros((N, L, E), dtype=work)
+    dk = xp.zeros((N, S, E), dtype=work)
+    dv = xp.zeros((N, S, Ev), dtype=work)
+    for j0 in range(0, S, block_k):
+        j1 = min(j0 + block_k, S)
+        k_j = k[:, j0:j1].astype(work, copy=False)  # (N, bk, E)
+        v_j = v[:, j0:j1].astype(work, copy=False)  # (N, bk, Ev)
+        for i0 in range(_queries_start(j0, block_q, is_causal), L, block_q):
+            i1 = min(i0 + block_q, L)
+            q_i = q[:, i0:i1].astype(work, copy=False)  # (N, bq, E)
+            dout_i = dout[:, i0:i1].astype(work, copy=False)  # (N, bq, Ev)
+            s = _tile_scores(q_i, k_j, scale, bias, is_causal, i0, i1, j0, j1)  # (N, bq, bk)
+            p = xp.exp(s - lse[:, i0:i1, None])  # (N, bq, bk): the softmax, recomputed
+            dv[:, j0:j1] += p.swapaxes(-1, -2) @ dout_i  # (N, bk, Ev)
+            dp = dout_i @ v_j.swapaxes(-1, -2)  # (N, bq, bk)
+            ds = p * (dp - D[:, i0:i1, None])  # (N, bq, bk)
+            dq[:, i0:i1] += (ds @ k_j) * scale  # (N, bq, E)
+            dk[:, j0:j1] += (ds.swapaxes(-1, -2) @ q_i) * scale  # (N, bk, E)
+    return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype)
+
+
+def flash_kernels(array):
+    """The (forward, backward) kernel pair for the device of ``array``.
+
+    For now the NumPy/CuPy references above on every device; compiled kernels with the same
+    signatures are plugged in here and nowhere else.
+    """
+    return flash_forward, flash_backward
+
+
+def has_fast_kernels(array) -> bool:
+    """Whether flash_kernels gives compiled kernels (not the references) for this device."""
+    return flash_kernels(array)[0] is not flash_forward
+
+
+# -- tile helpers ---------------------------------------------------------------------------
+
+
+def _as_3d(bias):
+    """A bias of up to 3 axes as (N or 1, L or 1, S or 1)."""
+    return None if bias is None else bias.reshape((1,) * (3 - bias.ndim) + tuple(bias.shape))
+
+
+def _tile_scores(q_i, k_j, scale, bias, is_causal, i0, i1, j0, j1):
+    """s = scale * q_i k_j^T + bias[:, i0:i1, j0:j1], -inf above the diagonal if causal."""
+    xp = backend.get_array_module(q_i)
+    s = (q_i @ k_j.swapaxes(-1, -2)) * scale  # (N, bq, bk)
+    if bias is not None:
+        rows = slice(i0, i1) if bias.shape[1] != 1 else slice(None)  # a size-1 axis broadcasts
+        cols = slice(j0, j1) if bias.shape[2] != 1 else slice(None)
+        s = s + bias[:, rows, cols]
+    if is_causal and j1 - 1 > i0:  # some key of the tile comes after some query
+        after = xp.arange(j0, j1)[None, :] > xp.arange(i0, i1)[:, None]  # (bq, bk)
+        s = xp.where(after, xp.asarray(-xp.inf, s.dtype), s)
+    return s
+
+
+def _finite_or_zero(m):
+    xp = backend.get_array_module(m)
+    return xp.where(xp.isfinite(m), m, xp.zeros((), m.dtype))
+
+
+def _keys_end(S: int, i1: int, is_causal: bool) -> int:
+    """Causal: the queries below i1 see no key at or after i1, so stop there."""
+    return min(S, i1) if is_causal else S
+
+
+def _queries_start(j0: int, block_q: int, is_causal: bool) -> int:
+    """Causal: no query before j0 sees key j0 or later; start at the block holding j0."""
+    return (j0 // block_q) * block_q if is_causal else 0
+
+
+# -- the op ---------------------------------------------------------------------------------
+
+
+class FlashAttention(Function):
+    """O = softmax(scale * Q K^T + bias) V in tiles; saves only O and the row log-sum-exp.
+
+    ``apply(q, k, v, scale=..., bias=None, is_causal=False)`` with q (..., L, E),
+    k (..., S, E), v (..., S, Ev) and a bias broadcastable to (..., L, S). The batch axes
+    are broadcast and flattened into one axis N for the kernels, and the gradients are
+    summed back over the axes each input was broadcast along. No dropout: for dropout use
+    the "fused" implementation.
+    """
+
+    def forward(self, q, k, v):
+        self.batch = tuple(backend.np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2]))
+        self.shapes = q.shape, k.shape, v.shape
+        L, Ev = q.shape[-2], v.shape[-1]
+        q3, k3, v3 = (_flatten_batch(x, self.batch) for x in (q, k, v))  # (N, ., .)
+        bias3 = _flatten_bias(self.bias, self.batch)  # (N or 1, L or 1, S or 1)
+        forward, _ = flash_kernels(q3)
+        out3, lse = forward(q3, k3, v3, self.scale, bias3, self.is_causal, BLOCK_Q, BLOCK_K)
+        self.saved = q3, k3, v3, bias3, out3, lse  # no (L, S) array among them
+        return out3.reshape(*self.batch, L, Ev)
+
+    def backward(self, dout):
+        # dQ, dK, dV by flash_backward: P = exp(S - lse) recomputed tile by tile,
+        # dS = P * (dP - D) with D = rowsum(dO * O); then each gradient is summed
+        # over the batch axes its input was broadcast along.
+        q3, k3, v3, bias3, out3, lse = self.saved
+        _, backward = flash_kernels(q3)
+        dout3 = dout.reshape(out3.shape)  # (N, L, Ev)
+        dq, dk, dv = backward(q3, k3, v3, out3, lse, dout3, self.scale, bias3, self.is_causal,
+                              BLOCK_Q, BLOCK_K)
+        grads = []
+        for d, shape in zip((dq, dk, dv), self.shapes):
+            grads.append(unbroadcast(d.reshape(*self.batch, *d.shape[1:]), shape))
+        return tuple(grads)
+
+
+def _flatten_batch(x, batch: tuple):
+    """(*batch, n, d) from x by broadcasting, flattened to (N, n, d); a copy only if stretched."""
+    xp = backend.get_array_module(x)
+    return xp.broadcast_to(x, (*batch, *x.shape[-2:])).reshape(-1, *x.shape[-2:])
+
+
+def _flatten_bias(bias, batch: tuple):
+    """A bias broadcastable to (*batch, L, S) as (N or 1, L or 1, S or 1) for the kernels.
+
+    Only a bias that has some batch axes but not all of them is broadcast over the batch
+    (a copy of N x L x S); a (L, S) or (1, ..., 1, L, S) one stays as it is.
+    """
+    if bias is None:
+        return None
+    xp = backend.get_array_module(bias)
+    bias = bias.reshape((1,) * (len(batch) + 2 - bias.ndim) + tuple(bias.shape))
+    own, tail = tuple(bias.shape[:-2]), tuple(bias.shape[-2:])
+    if all(n == 1 for n in own):
+        return bias.reshape(1, *tail)
+    if own != batch:
+        bias = xp.broadcast_to(bias, (*batch, *tail))
+    return bias.reshape(-1, *tail)
+
+
+def flash_attention(q, k, v, scale: float, bias=None, is_causal: bool = False):
+    """O = softmax(scale * q k^T + bias) v as one FlashAttention op (a Tensor)."""
+    return FlashAttention.apply(q, k, v, scale=scale, bias=bias, is_causal=is_causal)

@@ -1,0 +1,69 @@
+"""Attention as one op with a hand-written backward over the materialized probabilities.
+
+Forward, with A the probabilities after dropout (A = P when there is none):
+
+    S = scale * Q K^T + bias      P = softmax(S)      A = P * keep      O = A V
+
+What is saved for backward, and why: Q, K, V (the matmuls need them), P (the softmax
+backward needs its *output*), and the dropout mask. The scores S are not saved: the softmax
+backward never needs them, so keeping S would cost a second (..., L, S) array for nothing.
+
+Backward, from the upstream dO:
+
+    dV = A^T dO                        dA = dO V^T          dP = dA * keep
+    dS = P * (dP - rowsum(dP * P))     dQ = scale * dS K    dK = scale * dS^T Q
+
+Masked positions have P = 0, hence dS = 0; a fully masked row has P = 0 everywhere, so its
+output and every gradient it feeds are 0, never NaN.
+"""
+
+from __future__ import annotations
+
+from .. import backend
+from ..core import Function
+from ..ops.arithmetic import unbroadcast
+from .masks import causal_bias, safe_denominator, safe_row_max
+
+
+class FusedAttention(Function):
+    """O = (softmax(scale * Q K^T + bias) * keep) V, with dQ, dK, dV by hand.
+
+    ``apply(q, k, v, scale=..., bias=None, is_causal=False, keep=None)``: q (..., L, E),
+    k (..., S, E), v (..., S, Ev) with broadcasting batch axes; ``bias`` an array that
+    broadcasts to (..., L, S); ``keep`` the dropout mask divided by 1 - p, or None.
+    """
+
+    def forward(self, q, k, v):
+        xp = backend.get_array_module(q)
+        bias = causal_bias(q.shape[-2], k.shape[-2], q.dtype, xp) if self.is_causal \
+            else self.bias
+        scores = q @ k.swapaxes(-1, -2) * self.scale  # (..., L, S)
+        if bias is not None:
+            scores = scores + bias  # -inf where masked; may add batch axes that v has
+        e = xp.exp(scores - safe_row_max(scores))  # (..., L, S); a finite shift, no NaN
+        del scores  # not needed by backward: free it before the next (..., L, S) array
+        probs = e / safe_denominator(e.sum(axis=-1, keepdims=True))  # (..., L, S)
+        dropped = probs if self.keep is None else probs * self.keep  # (..., L, S)
+        self.q, self.k, self.v, self.probs = q, k, v, probs
+        return dropped @ v  # (..., L, Ev)
+
+    def backward(self, dout):
+        # O = A V, A = P * keep  =>  dV = A^T dO, dA = dO V^T, dP = dA * keep
+        # P = softmax(S)         =>  dS = P * (dP - rowsum(dP * P))   (softmax backward)
+        # S = scale * Q K^T      =>  dQ = scale * dS K, dK = scale * dS^T Q
+        # then sum each gradient over the batch axes its input was broadcast along.
+        q, k, v, probs, keep = self.q, self.k, self.v, self.probs, self.keep
+        dropped = probs if keep is None else probs * keep  # (..., L, S)
+        dv = dropped.swapaxes(-1, -2) @ dout  # (..., S, Ev)
+        dprobs = dout @ v.swapaxes(-1, -2)  # (..., L, S)
+        if keep is not None:
+            dprobs *= keep
+        dscores = probs * (dprobs - (dprobs * probs).sum(axis=-1, keepdims=True))  # (..., L, S)
+        dq = (dscores @ k) * self.scale  # (..., L, E)
+        dk = (dscores.swapaxes(-1, -2) @ q) * self.scale  # (..., S, E)
+        return unbroadcast(dq, q.shape), unbroadcast(dk, k.shape), unbroadcast(dv, v.shape)
+
+
+def fused_attention(q, k, v, scale: float, bias=None, is_causal: bool = False, keep=None):
+    """O = softmax(scale * q k^T + bias) v as one FusedAttention op (a Tensor)."""
+    return FusedAttention.apply(q, k, v, scale=scale, bias=bias, is_causal=is_causal, keep=keep)
