@@ -1,0 +1,245 @@
+"""The layers' own ops: embedding lookup, layer norm, dropout and GELU.
+
+One Function per op, forward and backward side by side, each backward opening with its
+derivation; the lowercase function next to each class is what the modules call. Layer
+norm also has a composed twin (``layer_norm_composed``), built from primitive ops that
+autograd differentiates, and the tests hold the two equal.
+"""
+
+from __future__ import annotations
+
+import math
+
+from .. import backend
+from ..core import Function, Tensor, _as_tensors
+
+# -- embedding ----------------------------------------------------------------------------------
+
+
+class EmbeddingFunction(Function):
+    """out[..., :] = weight[index[...], :]: one row of the table per index."""
+
+    def forward(self, weight):
+        self.num_embeddings, self.dtype = weight.shape[0], weight.dtype
+        return weight[self.index]  # (..., D)
+
+    def backward(self, dout):
+        # out[i] = weight[index[i]]  =>  dweight[r] = sum of dout[i] over every i with index[i] = r
+        # A row picked twice gets both gradients: scatter-*add*, never assignment.
+        # (On CuPy the adds are atomic, in no fixed order: equal up to float rounding.)
+        xp = backend.get_array_module(dout)
+        dweight = xp.zeros((self.num_embeddings, dout.shape[-1]), dtype=self.dtype)  # (N, D)
+        backend.scatter_add(dweight, self.index.reshape(-1), dout.reshape(-1, dout.shape[-1]))
+        return dweight
+
+
+def embedding(index, weight: Tensor) -> Tensor:
+    """Rows of ``weight`` (N, D) picked by the integer ``index`` (...) -> (..., D).
+
+    >>> table = ma.randn(10, 4, requires_grad=True)
+    >>> embedding(ma.tensor([[1, 2, 1]]), table).shape
+    (1, 3, 4)
+    """
+    index = index.data if isinstance(index, Tensor) else index
+    if not (backend.is_cupy_array(index) or hasattr(index, "dtype")):
+        index = backend.as_array(index, device=weight.device)
+    if index.dtype.kind not in "iu":
+        raise TypeError(f"embedding: indices must be integers, got {index.dtype} with shape "
+                        f"{tuple(index.shape)}")
+    if backend.device_of(index) != weight.device:
+        raise RuntimeError(f"embedding: indices are on {backend.device_of(index)} but the "
+                           f"weight {weight.shape} is on {weight.device}")
+    n = weight.shape[0]
+    if index.size and bool((index.min() < 0) | (index.max() >= n)):  # one sync; NumPy and
+        # CuPy would wrap a negative index silently, CuPy even an overflowing one
+        raise IndexError(f"embedding: indices must lie in [0, {n}) for a table of shape "
+                         f"{weight.shape}; got values from {int(index.min())} to "
+                         f"{int(index.max())}")
+    return EmbeddingFunction.apply(weight, index=index)
+
+
+# -- layer norm ---------------------------------------------------------------------------------
+
+
+class LayerNormFunction(Function):
+    """y = (x - mean) / sqrt(var + eps) * weight + bias, over the last ``ndim_norm`` axes."""
+
+    def forward(self, x, weight, bias):
+        xp = backend.get_array_module(x)
+        self.axes = tuple(range(x.ndim - self.ndim_norm, x.ndim))  # the normalized axes
+        mean = x.mean(axis=self.axes, keepdims=True)  # (..., 1)
+        xc = x - mean  # (..., N)
+        var = (xc * xc).mean(axis=self.axes, keepdims=True)  # biased, as PyTorch: (..., 1)
+        self.rstd = 1 / xp.sqrt(var + self.eps)  # (..., 1)
+        self.xhat = xc * self.rstd  # (..., N); saved with rstd: all that backward needs
+        self.weight = weight
+        return self.xhat * weight + bias  # (..., N)
+
+    def backward(self, dout):
+        # y = xhat * w + b, xhat_i = (x_i - mean) * rstd, rstd = (var + eps)^(-1/2), N elements:
+        # dxhat_i/dx_j = rstd * (delta_ij - 1/N - xhat_i xhat_j / N), so with g = dout * w:
+        # dx = rstd * (g - mean(g) - xhat * mean(g * xhat));
+        # dw = sum over the batch axes of dout * xhat, db = sum over them of dout.
+        xhat, rstd = self.xhat, self.rstd
+        batch_axes = tuple(range(dout.ndim - self.ndim_norm))
+        dx = dweight = dbias = None
+        if self.needs_input_grad[0]:
+            g = dout * self.weight  # (..., N)
+            dx = rstd * (g - g.mean(axis=self.axes, keepdims=True)
+                         - xhat * (g * xhat).mean(axis=self.axes, keepdims=True))  # (..., N)
+        if self.needs_input_grad[1]:
+            dweight = (dout * xhat).sum(axis=batch_axes)  # (N,)
+        if self.needs_input_grad[2]:
+            dbias = dout.sum(axis=batch_axes)  # (N,)
+        return dx, dweight, dbias
+
+
+def _normalized_shape(normalized_shape) -> tuple:
+    return (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+
+
+def _check_layer_norm(x, normalized_shape, weight, bias) -> tuple:
+    shape = _normalized_shape(normalized_shape)
+    if x.shape[x.ndim - len(shape):] != shape or x.ndim < len(shape):
+        raise ValueError(f"layer_norm: input of shape {x.shape} does not end with the "
+                         f"normalized shape {shape}")
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is not None and tuple(t.shape) != shape:
+            raise ValueError(f"layer_norm: {name} has shape {tuple(t.shape)}, expected {shape}")
+    return shape
+
+
+def layer_norm(x, normalized_shape, weight=None, bias=None, eps: float = 1e-5) -> Tensor:
+    """Normalize over the trailing ``normalized_shape`` axes, then scale and shift.
+
+    >>> x = ma.randn(2, 5, 8)
+    >>> layer_norm(x, 8).mean(axis=-1).numpy().round(6).max()
+    0.0
+    """
+    (x,) = _as_tensors([x], "layer_norm")
+    shape = _check_layer_norm(x, normalized_shape, weight, bias)
+    xp = backend.get_array_module(x.data)
+    weight = weight if weight is not None else xp.ones(shape, dtype=x.dtype)
+    bias = bias if bias is not None else xp.zeros(shape, dtype=x.dtype)
+    return LayerNormFunction.apply(x, weight, bias, ndim_norm=len(shape), eps=eps)
+
+
+def layer_norm_composed(x, normalized_shape, weight=None, bias=None, eps: float = 1e-5):
+    """The same layer norm from primitive ops (mean, sub, mul, sqrt, div); autograd derives
+    its backward. The twin that the tests hold ``LayerNormFunction`` equal to."""
+    (x,) = _as_tensors([x], "layer_norm")
+    shape = _check_layer_norm(x, normalized_shape, weight, bias)
+    axes = tuple(range(x.ndim - len(shape), x.ndim))
+    mean = x.mean(axis=axes, keepdims=True)  # (..., 1)
+    xc = x - mean  # (..., N)
+    var = (xc * xc).mean(axis=axes, keepdims=True)  # (..., 1)
+    out = xc / (var + eps).sqrt()  # (..., N)
+    if weight is not None:
+        out = out * weight
+    if bias is not None:
+        out = out + bias
+    return out
+
+
+# -- dropout ------------------------------------------------------------------------------------
+
+
+class DropoutFunction(Function):
+    """y = x * mask / (1 - p), mask_i ~ Bernoulli(1 - p) from the device's generator."""
+
+    def forward(self, x):
+        gen = backend.generator(backend.device_of(x))
+        self.keep = gen.random(x.shape) >= self.p  # (...,) True with probability 1 - p
+        self.factor = 1.0 / (1.0 - self.p) if self.p < 1 else 0.0
+        return x * self.keep * x.dtype.type(self.factor)
+
+    def backward(self, dout):
+        # y = x * keep / (1 - p)  =>  dx = dout * keep / (1 - p): the same mask, reused
+        return dout * self.keep * dout.dtype.type(self.factor)
+
+
+def dropout(x, p: float = 0.5, training: bool = True) -> Tensor:
+    """Zero each element with probability p and scale the rest by 1/(1-p) (identity when
+    ``training`` is False or p is 0), as ``torch.nn.functional.dropout``.
+
+    >>> dropout(ma.ones(2, 3), p=0.5, training=False).numpy().tolist()
+    [[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]]
+    """
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout probability must be in [0, 1], got {p}")
+    (x,) = _as_tensors([x], "dropout")
+    if not training or p == 0.0:
+        return x
+    return DropoutFunction.apply(x, p=float(p))
+
+
+# -- GELU -----------------------------------------------------------------------------------------
+
+_SQRT_2 = math.sqrt(2.0)
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+_GELU_C = 0.044715
+
+
+def _erf(x):
+    """erf elementwise, on either backend. NumPy has no erf: SciPy's when installed, else
+    math.erf element by element (exact but slow); CuPy's own on the GPU."""
+    if backend.is_cupy_array(x):
+        from cupyx.scipy.special import erf
+
+        return erf(x)
+    try:
+        from scipy.special import erf
+    except ImportError:
+        erf = backend.get_array_module(x).vectorize(math.erf, otypes=[x.dtype])
+    return erf(x).astype(x.dtype, copy=False)
+
+
+class GELUFunction(Function):
+    """y = x * Phi(x), Phi the standard normal CDF: exact with erf, or its tanh approximation."""
+
+    def forward(self, x):
+        xp = backend.get_array_module(x)
+        self.x = x
+        if self.approximate == "tanh":
+            self.t = xp.tanh(_SQRT_2_OVER_PI * (x + _GELU_C * x**3))  # (...,)
+            return 0.5 * x * (1 + self.t)
+        self.cdf = 0.5 * (1 + _erf(x / _SQRT_2))  # (...,) Phi(x)
+        return x * self.cdf
+
+    def backward(self, dout):
+        xp = backend.get_array_module(dout)
+        x = self.x
+        if self.approximate == "tanh":
+            # y = x/2 (1 + t), t = tanh(u), u = c1 (x + c2 x^3)
+            # => dy/dx = (1 + t)/2 + x/2 (1 - t^2) c1 (1 + 3 c2 x^2)
+            t = self.t
+            du = _SQRT_2_OVER_PI * (1 + 3 * _GELU_C * x * x)
+            return dout * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du)
+        # y = x Phi(x)  =>  dy/dx = Phi(x) + x phi(x), phi(x) = exp(-x^2/2) / sqrt(2 pi)
+        pdf = _INV_SQRT_2PI * xp.exp(-0.5 * x * x)
+        return dout * (self.cdf + x * pdf)
+
+
+def gelu(x, approximate: str = "none") -> Tensor:
+    """GELU(x) = x Phi(x), exact (erf) by default as in PyTorch; ``approximate="tanh"`` uses
+    0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+
+    >>> gelu(ma.tensor([0.0, 1.0])).numpy().round(4).tolist()
+    [0.0, 0.8413]
+    """
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    (x,) = _as_tensors([x], "gelu")
+    return GELUFunction.apply(x, approximate=approximate)
+
+
+# Gradient-check cases in opcheck's format (name, fn, input shapes) for `minattn gradcheck`.
+GRADCHECK_CASES = [
+    ("layer_norm (hand-written)", lambda x, w, b: layer_norm(x, 5, w, b), [(3, 5), (5,), (5,)]),
+    ("layer_norm (composed)", lambda x, w, b: layer_norm_composed(x, 5, w, b),
+     [(3, 5), (5,), (5,)]),
+    ("gelu (erf)", lambda x: gelu(x), [(3, 4)]),
+    ("gelu (tanh)", lambda x: gelu(x, approximate="tanh"), [(3, 4)]),
+    ("embedding (repeated rows)", lambda w: embedding([[0, 2], [2, 2]], w), [(4, 3)]),
+]
