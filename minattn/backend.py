@@ -7,6 +7,7 @@ CuPy is imported lazily, so a machine without it never pays for the import.
 
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
@@ -186,3 +187,17 @@ def scatter_add(target, index, values) -> None:
         import cupyx
 
         cupyx.scatter_add(target, index, values)
+
+
+def erf(x):
+    """The error function, elementwise. NumPy has none: SciPy's when installed (the
+    ``fast`` extra), else math.erf element by element (exact, slow); CuPy's on the GPU."""
+    if is_cupy_array(x):
+        from cupyx.scipy.special import erf as cupy_erf
+
+        return cupy_erf(x)
+    try:
+        from scipy.special import erf as scipy_erf
+    except ImportError:
+        scipy_erf = np.vectorize(math.erf, otypes=[x.dtype])
+    return scipy_erf(x).astype(x.dtype, copy=False)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from . import backend
 from .attention import attention
 from .core import Tensor, _as_tensors
+from .nn.functional_nn import dropout, embedding, gelu, layer_norm
 from .ops import matmul
 from .ops.softmax import log_softmax, softmax
 
@@ -122,5 +123,5 @@ GRADCHECK_CASES = [
         q, k, v, is_causal=True, scale=0.7, impl="flash"), [(3, 4), (5, 4), (5, 2)]),
 ]
 
-__all__ = ["GRADCHECK_CASES", "cross_entropy", "log_softmax", "matmul",
-           "scaled_dot_product_attention", "softmax"]
+__all__ = ["GRADCHECK_CASES", "cross_entropy", "dropout", "embedding", "gelu", "layer_norm",
+           "log_softmax", "matmul", "scaled_dot_product_attention", "softmax"]

@@ -54,14 +54,10 @@ def make_inputs(shapes, seed: int = 0, device=None) -> list:
 
 def all_cases() -> list:
     """The core cases plus those that other modules (softmax, attention, nn) register."""
-    cases = list(CASES)
-    try:
-        from .functional import GRADCHECK_CASES
+    from .functional import GRADCHECK_CASES as attention_cases
+    from .nn.functional_nn import GRADCHECK_CASES as layer_cases
 
-        cases += GRADCHECK_CASES
-    except ImportError:
-        pass
-    return cases
+    return CASES + attention_cases + layer_cases
 
 
 def run_all(seed: int = 0, device=None) -> list[dict]:

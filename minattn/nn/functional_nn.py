@@ -181,20 +181,6 @@ _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _GELU_C = 0.044715
 
 
-def _erf(x):
-    """erf elementwise, on either backend. NumPy has no erf: SciPy's when installed, else
-    math.erf element by element (exact but slow); CuPy's own on the GPU."""
-    if backend.is_cupy_array(x):
-        from cupyx.scipy.special import erf
-
-        return erf(x)
-    try:
-        from scipy.special import erf
-    except ImportError:
-        erf = backend.get_array_module(x).vectorize(math.erf, otypes=[x.dtype])
-    return erf(x).astype(x.dtype, copy=False)
-
-
 class GELUFunction(Function):
     """y = x * Phi(x), Phi the standard normal CDF: exact with erf, or its tanh approximation."""
 
@@ -204,7 +190,7 @@ class GELUFunction(Function):
         if self.approximate == "tanh":
             self.t = xp.tanh(_SQRT_2_OVER_PI * (x + _GELU_C * x**3))  # (...,)
             return 0.5 * x * (1 + self.t)
-        self.cdf = 0.5 * (1 + _erf(x / _SQRT_2))  # (...,) Phi(x)
+        self.cdf = 0.5 * (1 + backend.erf(x / _SQRT_2))  # (...,) Phi(x)
         return x * self.cdf
 
     def backward(self, dout):

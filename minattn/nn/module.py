@@ -301,13 +301,7 @@ class Linear(Module):
         if x.shape[-1:] != (self.in_features,):
             raise ValueError(f"Linear({self.in_features}, {self.out_features}) got input of "
                              f"shape {x.shape}: its last axis must be {self.in_features}")
-        if x.ndim > 2:  # one (N, in) @ (in, out) product: NumPy hands a 2-D one to BLAS
-            # whole, where a stacked (B, L, in) @ (in, out) with W^T a strided view can
-            # fall back to a loop several times slower
-            out = (x.reshape(-1, self.in_features) @ self.weight.T).reshape(
-                *x.shape[:-1], self.out_features)  # (..., out_features)
-        else:
-            out = x @ self.weight.T  # (..., out_features)
+        out = x @ self.weight.T  # (..., out_features); MatMul folds the batch axes for BLAS
         return out + self.bias if self.bias is not None else out
 
     def extra_repr(self) -> str:

@@ -7,10 +7,18 @@ from ..core import Function, Tensor, _as_tensors
 from .arithmetic import check_broadcast, unbroadcast
 
 
+def _product(a, b):
+    """a @ b; a stack of matrices times one matrix becomes one 2-D product (one BLAS call,
+    where NumPy would loop over the stack, slowly when b is a transposed view)."""
+    if a.ndim > 2 and b.ndim == 2:
+        return (a.reshape(-1, a.shape[-1]) @ b).reshape(*a.shape[:-1], b.shape[-1])
+    return a @ b
+
+
 class MatMul(Function):
     def forward(self, a, b):
         self.a, self.b = a, b
-        return a @ b
+        return _product(a, b)
 
     def backward(self, dout):
         # out = a @ b, out_ij = sum_k a_ik b_kj  =>  da = dout @ b^T, db = a^T @ dout,
@@ -26,10 +34,14 @@ class MatMul(Function):
             dout = xp.expand_dims(dout, -2)  # dout: (..., n, m)
         da = db = None
         if self.needs_input_grad[0]:
-            da = unbroadcast(dout @ b.swapaxes(-1, -2), a.shape)  # (..., n, k)
+            da = unbroadcast(_product(dout, b.swapaxes(-1, -2)), a.shape)  # (..., n, k)
             da = da.reshape(self.a.shape)
         if self.needs_input_grad[1]:
-            db = unbroadcast(a.swapaxes(-1, -2) @ dout, b.shape)  # (..., k, m)
+            if a.ndim > 2 and b.ndim == 2:  # the sum over the stack is one 2-D product
+                a2, dout2 = a.reshape(-1, a.shape[-1]), dout.reshape(-1, dout.shape[-1])
+                db = a2.T @ dout2  # (k, m)
+            else:
+                db = unbroadcast(a.swapaxes(-1, -2) @ dout, b.shape)  # (..., k, m)
             db = db.reshape(self.b.shape)
         return da, db
 

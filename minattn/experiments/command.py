@@ -1,0 +1,159 @@
+"""``minattn scaling``: run the experiments, print their tables, write the report.
+
+    minattn scaling --quick            # seconds: what `make demo` and the tests run
+    minattn scaling                    # the full sweep: a few minutes on two cores
+    minattn scaling --resume           # continue a run that was interrupted
+    minattn scaling --only 1,2,5       # a subset of the experiments
+
+Everything goes to ``--out`` (default results/scaling): report.md, one PNG per
+experiment, results.json (every row) and config.json (the settings of the run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from .. import backend
+from . import plots, tables
+from .storage import ResumeError, RunFolder, write_atomic, write_json
+from .suite import BY_NUMBER, EXPERIMENTS
+from .writeup import markdown_report
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick", action="store_true",
+                        help="a small version that runs in seconds")
+    parser.add_argument("--out", default="results/scaling", metavar="DIR",
+                        help="output folder (default: results/scaling); an earlier run "
+                             "there is kept, renamed DIR-<timestamp>")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the interrupted run in DIR.partial")
+    parser.add_argument("--train", action=argparse.BooleanOptionalAction, default=None,
+                        help="run experiment 6, training sensitivity (default: on for the "
+                             "full run, off for --quick)")
+    parser.add_argument("--only", default=None, metavar="LIST",
+                        help="comma-separated experiment numbers, e.g. 1,2,5")
+    parser.add_argument("--device", default="cpu", choices=backend.DEVICES,
+                        help="where the arrays live (default: cpu)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _chosen(args) -> list[int]:
+    numbers = [e.number for e in EXPERIMENTS]
+    if args.only:
+        try:
+            numbers = sorted({int(x) for x in args.only.split(",") if x.strip()})
+        except ValueError:
+            raise SystemExit(f"minattn scaling: --only takes numbers such as 1,2,5, got "
+                             f"{args.only!r}") from None
+        unknown = [n for n in numbers if n not in BY_NUMBER]
+        if unknown:
+            raise SystemExit(f"minattn scaling: no experiment {unknown}; they are numbered "
+                             f"1 to {len(EXPERIMENTS)}")
+    if args.train is False or (args.train is None and args.quick and not args.only):
+        numbers = [n for n in numbers if n != 6]  # training is opt-in for --quick
+    elif args.train and 6 not in numbers:
+        numbers.append(6)
+    return numbers
+
+
+class Progress:
+    """A progress bar over all units of work: tqdm when installed, else a plain counter."""
+
+    def __init__(self, total: int, enabled: bool = True):
+        self.total, self.done, self.bar, self.enabled = total, 0, None, enabled
+        self.start = time.perf_counter()
+        self.label = ""
+        if not enabled:
+            return
+        try:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="step", file=sys.stderr, leave=False,
+                            dynamic_ncols=True)
+        except ImportError:
+            self.bar = None
+
+    def describe(self, label: str) -> None:
+        self.label = label
+        if self.bar is not None:
+            self.bar.set_description(label)
+
+    def __call__(self, n: int = 1) -> None:
+        self.done += n
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.update(n)
+        else:
+            elapsed = time.perf_counter() - self.start
+            print(f"\r[{self.done:>4}/{self.total}] {self.label} ({elapsed:.0f} s)", end="",
+                  file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        elif self.enabled:
+            print("\r" + " " * 70 + "\r", end="", file=sys.stderr, flush=True)
+
+    def write(self, text: str) -> None:
+        """Print above the bar."""
+        if self.bar is not None:
+            self.bar.write(text)
+        else:
+            if self.enabled:
+                print("\r" + " " * 70 + "\r", end="", file=sys.stderr, flush=True)
+            print(text, flush=True)
+
+
+def run(args) -> int:
+    numbers = _chosen(args)
+    quick = bool(args.quick)
+    config = {"quick": quick, "experiments": numbers, "device": args.device}
+    try:
+        backend.check_device(args.device)
+        folder = RunFolder(args.out, config, resume=args.resume)
+    except (ResumeError, RuntimeError) as exc:
+        print(f"minattn scaling: {exc}", file=sys.stderr)
+        return 2
+
+    todo = [BY_NUMBER[n] for n in numbers]
+    done = {n: folder.load(n) for n in folder.finished()}
+    total = sum(e.units(quick) for e in todo if e.number not in done)
+    # A bar only on a terminal: in a log, the \r redraws would be noise.
+    progress = Progress(total, enabled=not args.no_progress and sys.stderr.isatty())
+    rows, timings = [], {}
+    print(f"minattn scaling{' --quick' if quick else ''}: experiments "
+          f"{', '.join(map(str, numbers))} -> {folder.partial}", flush=True)
+    try:
+        for experiment in todo:
+            header = f"\n== {experiment.number}. {experiment.title} =="
+            if experiment.number in done:
+                mine = done[experiment.number]
+                progress.write(header + " (from the interrupted run)")
+            else:
+                progress.describe(f"{experiment.number}. {experiment.slug}")
+                start = time.perf_counter()
+                mine = experiment.run(quick, device=args.device, progress=progress)
+                timings[experiment.number] = time.perf_counter() - start
+                folder.save(experiment.number, mine)
+                progress.write(header + f" ({timings[experiment.number]:.1f} s)")
+            progress.write(tables.terminal_table(experiment.number, mine))
+            rows += mine
+    except KeyboardInterrupt:
+        progress.close()
+        print(f"\ninterrupted: finished experiments are kept in {folder.partial}; "
+              "continue with --resume", file=sys.stderr)
+        return 130
+    progress.close()
+
+    figures = plots.make_figures(rows, folder.partial, say=print)
+    write_json(folder.path("results.json"), rows)
+    write_atomic(folder.path("report.md"), markdown_report(rows, figures, config, timings))
+    out = folder.finish()
+    print(f"\nreport: {out / 'report.md'}")
+    print(f"figures: {', '.join(str(out / f) for f in figures.values()) or 'none'}")
+    print(f"rows: {out / 'results.json'} ({len(rows)} rows)")
+    return 0

@@ -1,0 +1,104 @@
+"""What every experiment shares: the scalings, the sweep over d, seeded data, statistics.
+
+Data are drawn on the host from NumPy generators seeded by (seed, experiment, d), so a
+result depends only on its own seed, never on what ran before it (a resumed run or a
+subset of the sweep gives the very same numbers), and CPU and GPU runs see the same
+draws. The arrays then move to the device, where the math runs through ``xp``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import numpy as np
+
+from .. import backend
+
+SCALINGS = ("sqrt", "none", "linear")
+D_VALUES = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+SCALING_LABELS = {"sqrt": "1/sqrt(d) (standard)", "none": "1 (unscaled)",
+                  "linear": "1/d (over-scaled)"}
+
+
+def scale_for(scaling: str, d: int) -> float:
+    """The factor on q.k: 1/sqrt(d) for "sqrt", 1 for "none", 1/d for "linear"."""
+    if scaling == "sqrt":
+        return 1 / math.sqrt(d)
+    if scaling == "none":
+        return 1.0
+    if scaling == "linear":
+        return 1 / d
+    raise ValueError(f"unknown scaling {scaling!r}: expected one of {SCALINGS}")
+
+
+def generator(experiment: int, d: int, seed: int) -> np.random.Generator:
+    """An independent random stream for one (experiment, d, seed)."""
+    return np.random.default_rng([seed, experiment, d])
+
+
+def normal(rng: np.random.Generator, shape, device: str = "cpu", dtype="float64"):
+    """Standard normal samples drawn on the host, as a backend array on ``device``."""
+    return backend.to_device(rng.standard_normal(shape).astype(dtype), device)
+
+
+def softmax_rows(scores):
+    """(probs, shifted, log_z): softmax over the last axis, computed after subtracting the
+    row max; ``shifted = scores - max`` and ``log_z = log sum exp(shifted)``."""
+    xp = backend.get_array_module(scores)
+    shifted = scores - scores.max(axis=-1, keepdims=True)  # (..., n), max entry 0
+    e = xp.exp(shifted)  # (..., n), in (0, 1]
+    z = e.sum(axis=-1, keepdims=True)  # (..., 1), in [1, n]
+    return e / z, shifted, xp.log(z[..., 0])
+
+
+def row_norms(x):
+    """Euclidean norm of every row (last axis), as a host NumPy array."""
+    xp = backend.get_array_module(x)
+    return backend.to_numpy(xp.sqrt((x * x).sum(axis=-1)))
+
+
+def quantiles(values, name: str) -> dict:
+    """Median, mean and the 10th, 25th, 75th and 90th percentiles of a host array, under
+    ``name_median``, ``name_mean``, ``name_p10``, ..."""
+    values = np.asarray(values, dtype=np.float64).ravel()
+    p10, p25, p50, p75, p90 = np.quantile(values, [0.1, 0.25, 0.5, 0.75, 0.9])
+    return {f"{name}_median": float(p50), f"{name}_mean": float(values.mean()),
+            f"{name}_p10": float(p10), f"{name}_p25": float(p25), f"{name}_p75": float(p75),
+            f"{name}_p90": float(p90)}
+
+
+def make_row(experiment: int, d: int, scaling: str, dtype: str, seed=None, **values) -> dict:
+    """One result row: the keys the issue names first, then the metrics as plain floats."""
+    row = {"experiment": experiment, "d": int(d), "scaling": scaling, "dtype": str(dtype)}
+    if seed is not None:
+        row["seed"] = int(seed)
+    for key, value in values.items():
+        row[key] = _plain(value)
+    return row
+
+
+def quiet_overflow(xp):
+    """Silence NumPy's overflow and invalid-value warnings where they are expected (a softmax
+    without max subtraction, a training run that diverges); CuPy does not warn."""
+    errstate = getattr(xp, "errstate", None)
+    return errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore") \
+        if errstate else contextlib.nullcontext()
+
+
+def tick(progress, n: int = 1) -> None:
+    """Report n finished units of work to the progress callback, if there is one."""
+    if progress is not None:
+        progress(n)
+
+
+def _plain(value):
+    """JSON-friendly: NumPy scalars become Python numbers, NaN and infinities become None."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    return value

@@ -1,0 +1,215 @@
+"""The scaling experiments at small sizes: each one against the theory it illustrates."""
+
+import math
+
+import numpy as np
+import pytest
+
+import minattn.experiments as ex
+from minattn.experiments import stepsize, tables, training
+from minattn.experiments.common import softmax_rows
+
+
+def by(rows, **match):
+    return [r for r in rows if all(r.get(k) == v for k, v in match.items())]
+
+
+def one(rows, **match):
+    (row,) = by(rows, **match)
+    return row
+
+
+# -- 1. score spread and entropy ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def spread():
+    return ex.score_spread(d_values=(16, 64, 256, 1024), seeds=(0,), n_queries=256)
+
+
+@pytest.mark.parametrize("d", [16, 64, 256, 1024])
+def test_score_std_is_c_sqrt_d(spread, d):
+    assert one(spread, d=d, scaling="none")["score_std"] == pytest.approx(math.sqrt(d), rel=0.05)
+    assert one(spread, d=d, scaling="sqrt")["score_std"] == pytest.approx(1.0, rel=0.05)
+    assert one(spread, d=d, scaling="linear")["score_std"] == pytest.approx(d**-0.5, rel=0.05)
+
+
+@pytest.mark.parametrize("d", [16, 64, 256, 1024])
+def test_scaled_entropy_is_ln_n_minus_half(spread, d):
+    row = one(spread, d=d, scaling="sqrt")
+    assert abs(row["entropy_mean"] - (math.log(128) - 0.5)) < 0.1
+    assert row["saturated_fraction"] == 0
+
+
+def test_unscaled_rows_saturate_as_d_grows(spread):
+    ds = (16, 64, 256, 1024)
+    saturated = [one(spread, d=d, scaling="none")["saturated_fraction"] for d in ds]
+    entropy = [one(spread, d=d, scaling="none")["entropy_median"] for d in ds]
+    assert saturated == sorted(saturated) and saturated[-1] > 0.5
+    assert entropy == sorted(entropy, reverse=True) and entropy[-1] < 0.05
+
+
+def test_rows_are_reproducible_from_their_seed():
+    alone = ex.score_spread(d_values=(64,), seeds=(3,), n_queries=32)
+    among = by(ex.score_spread(d_values=(16, 64), seeds=(2, 3), n_queries=32), d=64, seed=3)
+    assert alone == among
+
+
+# -- 2. Jacobian and gradients --------------------------------------------------------------
+
+
+def test_jacobian_norm_matches_the_explicit_matrix(rng):
+    probs, _, _ = softmax_rows(rng.standard_normal((20, 7)) * 3)
+    explicit = [np.linalg.norm(np.diag(p) - np.outer(p, p)) for p in probs]
+    np.testing.assert_allclose(ex.jacobian_fro(probs), explicit, rtol=1e-12)
+
+
+def test_jacobian_norm_special_rows():
+    n = 128
+    uniform = np.full((1, n), 1 / n)
+    tie = np.zeros((1, n))
+    tie[0, :2] = 0.5
+    onehot = np.eye(n)[:1]
+    assert ex.jacobian_fro(uniform)[0] == pytest.approx(math.sqrt(n - 1) / n)
+    assert ex.jacobian_fro(tie)[0] == pytest.approx(0.5)
+    assert ex.jacobian_fro(onehot)[0] == 0
+
+
+def test_jacobian_norm_of_a_saturated_row_keeps_its_digits():
+    # p = (1 - 2e-20, 1e-20, 1e-20): J_00 = p0 (1 - p0) ~ 2e-20, off-diagonal ~ 1e-20;
+    # computing 1 - p0 directly would give 0 and lose the diagonal entirely.
+    probs, _, _ = softmax_rows(np.array([[0.0, -46.0517, -46.0517]]))
+    eps = math.exp(-46.0517)
+    expected = math.sqrt((2 * eps) ** 2 + 2 * eps**2 + 2 * eps**2 + 2 * eps**4)
+    assert ex.jacobian_fro(probs)[0] == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.fixture(scope="module")
+def flow():
+    return ex.gradient_flow(d_values=(16, 256, 4096), seeds=(0,), n_queries=64)
+
+
+def test_jacobian_collapses_unscaled_and_not_scaled(flow):
+    scaled = [one(flow, d=d, scaling="sqrt")["jacobian_fro_median"] for d in (16, 256, 4096)]
+    unscaled = [one(flow, d=d, scaling="none")["jacobian_fro_median"] for d in (16, 256, 4096)]
+    assert max(scaled) / min(scaled) < 1.3
+    assert unscaled == sorted(unscaled, reverse=True)
+    assert unscaled[-1] < 1e-4 * scaled[-1]
+
+
+def test_unscaled_gradients_are_larger_at_small_d_and_dead_at_large_d(flow):
+    def median(d, s):
+        return one(flow, d=d, scaling=s)["grad_q_median"]
+
+    assert median(16, "none") > 2 * median(16, "sqrt")  # the missing 1/sqrt(d) = 1/4
+    assert median(4096, "none") < 1e-2 * median(4096, "sqrt")
+    row = one(flow, d=4096, scaling="none")
+    assert row["grad_q_mean"] > 100 * row["grad_q_median"]  # heavy tail: a few huge rows
+
+
+# -- 3. step size, precision, gradcheck -----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def curves():
+    return ex.step_size_curve(d_values=(16,), scalings=("sqrt", "none"), seeds=(0, 1))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("scaling", ["sqrt", "none"])
+def test_best_step_is_near_theory(curves, dtype, scaling):
+    h, error = tables.best_step(curves, 16, scaling, dtype)
+    theory = stepsize.best_step_theory(dtype, ex.scale_for(scaling, 16))
+    assert theory / 10 < h < theory * 10
+    assert error < 10 * stepsize.best_error_theory(dtype)
+
+
+def test_best_step_theory_values():
+    assert stepsize.best_step_theory("float64") == pytest.approx(7e-6, rel=0.05)
+    assert stepsize.best_step_theory("float32") == pytest.approx(5.6e-3, rel=0.05)
+    assert stepsize.best_step_theory("float64", 1 / 8) == pytest.approx(8 * 6.93e-6, rel=0.01)
+
+
+def test_v_curve_has_both_branches(curves):
+    errors = {r["h"]: r["rel_error"] for r in by(curves, scaling="sqrt", dtype="float64", seed=0)}
+    h_best, _ = tables.best_step(curves, 16, "sqrt", "float64")
+    assert errors[0.1] > 1e3 * errors[h_best]  # truncation, left
+    assert errors[1e-10] > 1e3 * errors[h_best]  # round-off, right
+
+
+def test_a_wrong_backward_is_caught_at_every_step(rng):
+    q, k, v, u = (rng.standard_normal(s) for s in [(3, 8), (5, 8), (5, 4), (3, 4)])
+    fn = stepsize._attention(8**-0.5)
+    analytical = stepsize.analytical_gradients(fn, [q, k, v], u)
+    numerical = stepsize.numerical_gradients(fn, [q, k, v], u, 1e-5)
+    assert stepsize._relative_error(numerical, analytical) < 1e-9
+    wrong = [analytical[0] * 1.01, analytical[1], analytical[2]]
+    assert stepsize._relative_error(numerical, wrong) > 1e-3
+
+
+def test_gradcheck_passes_in_float64_and_fails_in_float32():
+    rows = ex.gradcheck_pass_rate(scalings=("sqrt", "none"), seeds=(0, 1, 2))
+    assert all(r["passed"] for r in by(rows, dtype="float64"))
+    assert not any(r["passed"] for r in by(rows, dtype="float32"))
+
+
+# -- 4. dead gradients ----------------------------------------------------------------------
+
+
+def test_dead_gradients_look_wrong_only_unscaled():
+    rows = ex.dead_gradients(d_values=(64, 1024), scalings=("sqrt", "none"), seeds=(0,),
+                          n_queries=4)
+    assert all(r["bad_entry_fraction"] == 0 for r in by(rows, scaling="sqrt"))
+    assert one(rows, d=1024, scaling="none")["bad_entry_fraction"] > \
+        one(rows, d=64, scaling="none")["bad_entry_fraction"]
+    assert one(rows, d=1024, scaling="none")["bad_entry_fraction"] > 0.05
+    assert all(r["normwise_error"] < 1e-6 for r in rows)  # yet the backward is right
+
+
+# -- 5. overflow and flash ------------------------------------------------------------------
+
+
+def test_softmax_without_max_overflows_unscaled_only():
+    rows = ex.naive_softmax_nans(d_values=(64, 4096), seeds=(0,), n_queries=64)
+    assert one(rows, d=4096, scaling="none", dtype="float32")["nan_row_fraction"] == 1
+    assert one(rows, d=64, scaling="none", dtype="float32")["nan_row_fraction"] == 0
+    assert one(rows, d=64, scaling="none", dtype="float16")["nan_row_fraction"] == 1
+    assert all(r["nan_row_fraction"] == 0 for r in by(rows, scaling="sqrt"))
+    assert all(r["nan_row_fraction"] == 0 for r in by(rows, dtype="float64"))
+    assert all(r["nan_row_fraction_stable"] == 0 for r in rows)
+
+
+def test_flash_agrees_with_dense_even_unscaled():
+    rows = ex.flash_agreement(d_values=(16, 4096), seeds=(0,), n_queries=16)
+    assert all(r["flash_max_error"] < 1e-14 and not r["flash_nan"] for r in rows)
+
+
+# -- 6. training ----------------------------------------------------------------------------
+
+
+def test_sensitivity_counts_divergence_as_the_initial_loss():
+    assert training.sensitivity([1.0, 2.0, math.nan], 3.0) == pytest.approx(1.0)
+    assert training.sensitivity([0.5, 0.5, 0.5], 3.0) == 0
+    assert training.sensitivity([9.0, 1.0], 3.0) == pytest.approx(1.0)  # 9 counts as 3
+
+
+def test_recall_batch_asks_for_a_stored_key(rng):
+    query, keys, values, answer = training.recall_batch(rng, 50, 6, 16)
+    for b in range(50):
+        assert len(set(keys[b])) == 6
+        (where,) = np.flatnonzero(keys[b] == query[b])
+        assert values[b, where] == answer[b]
+
+
+def test_scaled_head_learns_recall():
+    run = training.train_recall(16, "sqrt", "adam", 3e-2, seed=0, steps=150, n_pairs=4)
+    assert run["final_loss"] < 0.3 * run["initial_loss"]
+
+
+def test_lr_sensitivity_rows():
+    rows = ex.lr_sensitivity(d_values=(16,), seeds=(0,), optimizers=("sgd",), steps=5,
+                          learning_rates={"sgd": (0.1, 1e3)})
+    runs, sweeps = by(rows, kind="run"), by(rows, kind="sweep")
+    assert len(runs) == 4 and len(sweeps) == 2
+    assert {r["scaling"] for r in sweeps} == {"sqrt", "none"}
+    assert all(r["lr_sensitivity"] >= 0 and r["experiment"] == 6 for r in sweeps)
