@@ -16,6 +16,13 @@ def _version(dist: str) -> str:
         return "not installed"
 
 
+def _numba_kernels() -> str:
+    from .attention import numba_kernels
+
+    ok, why = numba_kernels.numba_status()
+    return ("numba: " if ok else "NumPy reference: ") + why
+
+
 def collect() -> dict:
     """Everything ``minattn info`` prints, as a dict (also used by the benchmark's JSON)."""
     import numpy
@@ -32,6 +39,8 @@ def collect() -> dict:
         "cupy": ", ".join(f"{d} {_version(d)}" for d in cupy_dists) or "not installed",
         "matplotlib": _version("matplotlib"),
         "torch (tests, benchmarks only)": _version("torch"),
+        "flash kernels, cpu": _numba_kernels(),
+        "flash kernels, cuda": "CuPy RawKernels" if cuda_ok else "unavailable (no CUDA)",
         "device cpu": "available (NumPy)",
         "device cuda": ("available: " if cuda_ok else "unavailable: ") + cuda_why,
         "default device": backend.default_device(),

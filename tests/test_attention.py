@@ -342,9 +342,11 @@ def test_flash_with_dropout_points_to_fused():
 
 
 def test_default_impl():
-    q = ma.randn(2, 3).data
-    assert A._default_impl(q, 0.5) == "fused"
-    assert A._default_impl(q, 0.0) == "fused"  # only the NumPy flash references exist yet
+    small, large = ma.randn(2, 3).data, ma.randn(4, 1024, 8).data
+    assert A._default_impl(large, 0.5, S=1024) == "fused"  # dropout needs the probabilities
+    assert A._default_impl(small, 0.0, S=3) == "fused"  # too small for tiles to pay off
+    fast = flash.has_fast_kernels(large)
+    assert A._default_impl(large, 0.0, S=1024) == ("flash" if fast else "fused")
 
 
 # -- bad input -----------------------------------------------------------------------------------
@@ -436,7 +438,8 @@ def test_flash_kernels_match_the_dense_reference(L, S, block_q, block_k, is_caus
     np.testing.assert_allclose(dk, 0.7 * dscores.swapaxes(-1, -2) @ q, rtol=1e-11, atol=1e-12)
 
 
-def test_flash_kernel_lookup_is_the_numpy_reference_for_now():
+def test_flash_kernel_lookup_can_be_forced_to_the_reference(monkeypatch):
+    monkeypatch.setenv("MINATTN_FLASH_KERNELS", "reference")
     forward, backward = flash.flash_kernels(np.zeros((1, 1, 1)))
     assert forward is flash.flash_forward and backward is flash.flash_backward
     assert not flash.has_fast_kernels(np.zeros((1, 1, 1)))

@@ -19,17 +19,23 @@ from .flash import flash_attention, has_fast_kernels
 from .fused import fused_attention
 from .masks import IMPLS, check_inputs, check_options, dropout_keep, make_bias
 
+# Below about this many scores (B*H*L*S) one fused op beats the tiled kernels, whose
+# per-tile overhead then dominates (measured by `minattn bench`, benchmarks/RESULTS.md).
+FLASH_MIN_SCORES = 2**19
 
-def _default_impl(q, dropout_p: float) -> str:
-    """What ``impl=None`` runs on the device of the array q.
 
-    Dropout needs the materialized probabilities, so "fused"; otherwise "flash" once
-    compiled flash kernels exist for the device, and "fused" while only the NumPy
-    references do (they loop over tiles in Python: exact, but slower than one matmul).
+def _default_impl(q, dropout_p: float, S: int | None = None) -> str:
+    """What ``impl=None`` runs for the query array q (..., L, E) and S keys.
+
+    Dropout needs the materialized probabilities, so "fused"; otherwise "flash" when
+    compiled flash kernels exist for the device and the problem is large enough for
+    tiles to pay off, else "fused" (the NumPy flash reference loops over tiles in Python:
+    exact, but slower than one matmul).
     """
     if dropout_p > 0:
         return "fused"
-    return "flash" if has_fast_kernels(q) else "fused"
+    scores = q.size // q.shape[-1] * (q.shape[-2] if S is None else S)  # B * H * L * S
+    return "flash" if has_fast_kernels(q) and scores >= FLASH_MIN_SCORES else "fused"
 
 
 def attention(query, key, value, attn_mask=None, dropout_p: float = 0.0, is_causal=False,
@@ -46,7 +52,7 @@ def attention(query, key, value, attn_mask=None, dropout_p: float = 0.0, is_caus
     L, S, E = q.shape[-2], k.shape[-2], q.shape[-1]
     scale = 1 / math.sqrt(E) if scale is None else float(scale)
     bias = make_bias(attn_mask, batch, L, S, q.dtype, q.device, op)  # (..., L, S) or None
-    impl = impl or _default_impl(q.data, dropout_p)
+    impl = impl or _default_impl(q.data, dropout_p, S)
     if impl == "flash" and dropout_p > 0:
         raise ValueError(f"{op}: impl='flash' does not support dropout (dropout_p="
                          f"{dropout_p}); use impl='fused' (or impl=None)")

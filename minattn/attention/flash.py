@@ -134,9 +134,23 @@ def flash_backward(q, k, v, out, lse, dout, scale, bias=None, is_causal=False, b
 def flash_kernels(array):
     """The (forward, backward) kernel pair for the device of ``array``.
 
-    For now the NumPy/CuPy references above on every device; compiled kernels with the same
-    signatures are plugged in here and nowhere else.
+    CPU arrays get the numba kernels (numba_kernels.py) when numba and SciPy are installed;
+    CuPy arrays get the CUDA kernels (cupy_kernels.py); otherwise, or when the environment
+    sets MINATTN_FLASH_KERNELS=reference, the NumPy/CuPy references above. All take the
+    same arguments, and tests/test_kernels.py holds the compiled ones to the references.
     """
+    import os
+
+    if os.environ.get("MINATTN_FLASH_KERNELS", "").lower() == "reference":
+        return flash_forward, flash_backward
+    if backend.is_cupy_array(array):
+        from . import cupy_kernels
+
+        return cupy_kernels.flash_forward, cupy_kernels.flash_backward
+    from . import numba_kernels
+
+    if numba_kernels.available():
+        return numba_kernels.flash_forward, numba_kernels.flash_backward
     return flash_forward, flash_backward
 
 

@@ -36,8 +36,9 @@ class Transpose(Function):
 
     def backward(self, dout):
         # out = x with axes permuted by p  =>  dx = dout permuted by the inverse of p
-        xp = backend.get_array_module(dout)
-        return dout.transpose(tuple(xp.argsort(xp.asarray(self.axes) % dout.ndim).tolist()))
+        n = dout.ndim
+        inverse = tuple(sorted(range(n), key=lambda i: self.axes[i] % n))  # on the host
+        return dout.transpose(inverse)
 
 
 class GetItem(Function):

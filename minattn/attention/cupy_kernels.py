@@ -1,0 +1,447 @@
+"""Flash attention and a row softmax as CUDA kernels, compiled by CuPy (``cupy.RawKernel``).
+
+The same interface as the NumPy references in flash.py, on CuPy arrays::
+
+    flash_forward(q, k, v, scale, bias=None, is_causal=False, block_q=64, block_k=64)
+        -> out (N, L, Ev), lse (N, L)
+    flash_backward(q, k, v, out, lse, dout, scale, bias=None, is_causal=False,
+                   block_q=64, block_k=64) -> dq, dk, dv
+    softmax_forward(x) -> y;  softmax_backward(y, dy) -> dx      (over the last axis)
+
+The kernels are meant to be read and to be right, not to race cuBLAS: one thread per query
+row (or per key row), the row's vectors in registers, the other side's tiles in shared
+memory, sums in the input's precision (float32 for float32 and float16, float64 for
+float64). The feature sizes E and Ev are compile-time constants (DIM_E, DIM_EV: the source is
+generated per shape and cached), so the per-row vectors are plain register arrays.
+
+Backward, FlashAttention-2 style, without atomics (so results are deterministic):
+``flash_bwd_dq`` runs one thread per query row and sums dq over the keys;
+``flash_bwd_dkdv`` runs one thread per key row and sums dk, dv over the queries. Each
+recomputes p = exp(s - lse) from the saved row log-sum-exp.
+
+``block_q`` and ``block_k`` are accepted for the common signature; the CUDA tiles are
+fixed by the thread-block shape and the shared-memory budget (see ``_config``).
+"""
+
+from __future__ import annotations
+
+import functools
+
+from .. import backend
+
+THREADS = 64  # threads per block: query rows (forward, dq) or key rows (dk, dv)
+SHARED_BYTES = 32 * 1024  # shared-memory budget of a block for the K/V (or Q/dO) tiles
+
+
+_FLASH_SOURCE = r"""
+// One thread = one query row i of head n; a block = THREADS consecutive rows.
+// The keys and values stream through shared memory, TILE rows at a time.
+//   for each key tile:  s_j = scale q_i . k_j + bias_ij (masked: -inf)
+//     per CHUNK of keys: m_new = max(m, max_j s_j); alpha = exp(m - m_new)
+//                        l = alpha l + sum_j exp(s_j - m_new); acc = alpha acc + sum_j p_j v_j
+//   out_i = acc / l, lse_i = m + log(l); a row with every key masked: out 0, lse -inf.
+extern "C" __global__ void __launch_bounds__(THREADS) flash_fwd(
+        const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
+        const T* __restrict__ bias, long long bias_n, long long bias_l, long long bias_s,
+        int has_bias, int is_causal, int L, int S, T scale,
+        T* __restrict__ out, T* __restrict__ lse) {
+    __shared__ T k_tile[TILE][DIM_E];
+    __shared__ T v_tile[TILE][DIM_EV];
+    const long long n = blockIdx.y;
+    const int i = blockIdx.x * THREADS + threadIdx.x;
+    const bool row = i < L;
+    T q_i[DIM_E], acc[DIM_EV];
+    for (int e = 0; e < DIM_E; ++e) q_i[e] = row ? q[(n * L + i) * DIM_E + e] * scale : (T)0;
+    for (int e = 0; e < DIM_EV; ++e) acc[e] = 0;
+    T m = NEG_INF, l = 0;
+    // causal: no query of this block sees a key at or past the block's last row + 1
+    const int keys = is_causal ? min(S, (int)(blockIdx.x + 1) * THREADS) : S;
+    for (int j0 = 0; j0 < keys; j0 += TILE) {
+        __syncthreads();
+        for (int t = threadIdx.x; t < TILE * DIM_E; t += THREADS) {
+            const int j = j0 + t / DIM_E;
+            k_tile[t / DIM_E][t % DIM_E] = j < S ? k[(n * S + j) * DIM_E + t % DIM_E] : (T)0;
+        }
+        for (int t = threadIdx.x; t < TILE * DIM_EV; t += THREADS) {
+            const int j = j0 + t / DIM_EV;
+            v_tile[t / DIM_EV][t % DIM_EV] = j < S ? v[(n * S + j) * DIM_EV + t % DIM_EV] : (T)0;
+        }
+        __syncthreads();
+        if (!row) continue;
+        for (int c0 = 0; c0 < TILE; c0 += CHUNK) {
+            T s[CHUNK];
+            T chunk_max = NEG_INF;
+            for (int c = 0; c < CHUNK; ++c) {
+                const int j = j0 + c0 + c;
+                T x = NEG_INF;
+                if (j < S && !(is_causal && j > i)) {
+                    x = 0;
+                    for (int e = 0; e < DIM_E; ++e) x += q_i[e] * k_tile[c0 + c][e];
+                    if (has_bias) x += bias[n * bias_n + i * bias_l + j * bias_s];
+                }
+                s[c] = x;
+                chunk_max = MAX(chunk_max, x);
+            }
+            const T m_new = MAX(m, chunk_max);
+            if (m_new == NEG_INF) continue;  // every key so far masked: nothing to add
+            const T alpha = EXP(m - m_new);  // 0 while m = -inf
+            l *= alpha;
+            for (int e = 0; e < DIM_EV; ++e) acc[e] *= alpha;
+            for (int c = 0; c < CHUNK; ++c) {
+                const T p = EXP(s[c] - m_new);  // exp(-inf) = 0 for masked keys
+                l += p;
+                for (int e = 0; e < DIM_EV; ++e) acc[e] += p * v_tile[c0 + c][e];
+            }
+            m = m_new;
+        }
+    }
+    if (!row) return;
+    for (int e = 0; e < DIM_EV; ++e) out[(n * L + i) * DIM_EV + e] = l > 0 ? acc[e] / l : (T)0;
+    lse[n * L + i] = l > 0 ? m + LOG(l) : NEG_INF;
+}
+
+// dq: one thread = one query row i (forward was s = scale q k^T + bias, p = exp(s - lse),
+// out = p v; backward is dp_ij = dout_i . v_j, ds_ij = p_ij (dp_ij - D_i) with
+// D_i = dout_i . out_i, and dq_i = scale sum_j ds_ij k_j).
+extern "C" __global__ void __launch_bounds__(THREADS) flash_bwd_dq(
+        const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
+        const T* __restrict__ dout, const T* __restrict__ lse, const T* __restrict__ D,
+        const T* __restrict__ bias, long long bias_n, long long bias_l, long long bias_s,
+        int has_bias, int is_causal, int L, int S, T scale, T* __restrict__ dq) {
+    __shared__ T k_tile[TILE][DIM_E];
+    __shared__ T v_tile[TILE][DIM_EV];
+    const long long n = blockIdx.y;
+    const int i = blockIdx.x * THREADS + threadIdx.x;
+    const T lse_i = i < L ? lse[n * L + i] : NEG_INF;
+    const bool live = lse_i > NEG_INF;  // a fully masked row (or no row) gets no gradient
+    const T D_i = live ? D[n * L + i] : (T)0;
+    T q_i[DIM_E], dout_i[DIM_EV], dq_i[DIM_E];
+    for (int e = 0; e < DIM_E; ++e) q_i[e] = live ? q[(n * L + i) * DIM_E + e] * scale : (T)0;
+    for (int e = 0; e < DIM_EV; ++e) dout_i[e] = live ? dout[(n * L + i) * DIM_EV + e] : (T)0;
+    for (int e = 0; e < DIM_E; ++e) dq_i[e] = 0;
+    const int keys = is_causal ? min(S, (int)(blockIdx.x + 1) * THREADS) : S;
+    for (int j0 = 0; j0 < keys; j0 += TILE) {
+        __syncthreads();
+        for (int t = threadIdx.x; t < TILE * DIM_E; t += THREADS) {
+            const int j = j0 + t / DIM_E;
+            k_tile[t / DIM_E][t % DIM_E] = j < S ? k[(n * S + j) * DIM_E + t % DIM_E] : (T)0;
+        }
+        for (int t = threadIdx.x; t < TILE * DIM_EV; t += THREADS) {
+            const int j = j0 + t / DIM_EV;
+            v_tile[t / DIM_EV][t % DIM_EV] = j < S ? v[(n * S + j) * DIM_EV + t % DIM_EV] : (T)0;
+        }
+        __syncthreads();
+        if (!live) continue;
+        for (int c = 0; c < TILE; ++c) {
+            const int j = j0 + c;
+            if (j >= S || (is_causal && j > i)) continue;
+            T x = 0, dp = 0;
+            for (int e = 0; e < DIM_E; ++e) x += q_i[e] * k_tile[c][e];
+            if (has_bias) x += bias[n * bias_n + i * bias_l + j * bias_s];
+            const T p = EXP(x - lse_i);
+            for (int e = 0; e < DIM_EV; ++e) dp += dout_i[e] * v_tile[c][e];
+            const T ds = p * (dp - D_i);
+            for (int e = 0; e < DIM_E; ++e) dq_i[e] += ds * k_tile[c][e];
+        }
+    }
+    if (i >= L) return;
+    for (int e = 0; e < DIM_E; ++e) dq[(n * L + i) * DIM_E + e] = scale * dq_i[e];
+}
+
+// dk, dv: one thread = one key row j (dv_j = sum_i p_ij dout_i, dk_j = scale sum_i ds_ij q_i);
+// the queries, dout rows, lse and D stream through shared memory, TILE rows at a time.
+extern "C" __global__ void __launch_bounds__(THREADS) flash_bwd_dkdv(
+        const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
+        const T* __restrict__ dout, const T* __restrict__ lse, const T* __restrict__ D,
+        const T* __restrict__ bias, long long bias_n, long long bias_l, long long bias_s,
+        int has_bias, int is_causal, int L, int S, T scale,
+        T* __restrict__ dk, T* __restrict__ dv) {
+    __shared__ T q_tile[TILE][DIM_E];
+    __shared__ T dout_tile[TILE][DIM_EV];
+    __shared__ T lse_tile[TILE];
+    __shared__ T D_tile[TILE];
+    const long long n = blockIdx.y;
+    const int j = blockIdx.x * THREADS + threadIdx.x;
+    const bool col = j < S;
+    T k_j[DIM_E], v_j[DIM_EV], dk_j[DIM_E], dv_j[DIM_EV];
+    for (int e = 0; e < DIM_E; ++e) k_j[e] = col ? k[(n * S + j) * DIM_E + e] * scale : (T)0;
+    for (int e = 0; e < DIM_EV; ++e) v_j[e] = col ? v[(n * S + j) * DIM_EV + e] : (T)0;
+    for (int e = 0; e < DIM_E; ++e) dk_j[e] = 0;
+    for (int e = 0; e < DIM_EV; ++e) dv_j[e] = 0;
+    // causal: query i sees key j only when i >= j, so start at the block's first key
+    const int first = is_causal ? (int)(blockIdx.x * THREADS) / TILE * TILE : 0;
+    for (int i0 = first; i0 < L; i0 += TILE) {
+        __syncthreads();
+        for (int t = threadIdx.x; t < TILE * DIM_E; t += THREADS) {
+            const int i = i0 + t / DIM_E;
+            q_tile[t / DIM_E][t % DIM_E] = i < L ? q[(n * L + i) * DIM_E + t % DIM_E] : (T)0;
+        }
+        for (int t = threadIdx.x; t < TILE * DIM_EV; t += THREADS) {
+            const int i = i0 + t / DIM_EV;
+            dout_tile[t / DIM_EV][t % DIM_EV] =
+                i < L ? dout[(n * L + i) * DIM_EV + t % DIM_EV] : (T)0;
+        }
+        for (int t = threadIdx.x; t < TILE; t += THREADS) {
+            const int i = i0 + t;
+            lse_tile[t] = i < L ? lse[n * L + i] : NEG_INF;
+            D_tile[t] = i < L ? D[n * L + i] : (T)0;
+        }
+        __syncthreads();
+        if (!col) continue;
+        for (int r = 0; r < TILE; ++r) {
+            const int i = i0 + r;
+            if (i >= L || (is_causal && j > i) || !(lse_tile[r] > NEG_INF)) continue;
+            T x = 0, dp = 0;
+            for (int e = 0; e < DIM_E; ++e) x += q_tile[r][e] * k_j[e];
+            if (has_bias) x += bias[n * bias_n + i * bias_l + j * bias_s];
+            const T p = EXP(x - lse_tile[r]);
+            for (int e = 0; e < DIM_EV; ++e) {
+                dv_j[e] += p * dout_tile[r][e];
+                dp += dout_tile[r][e] * v_j[e];
+            }
+            const T ds = p * (dp - D_tile[r]);
+            for (int e = 0; e < DIM_E; ++e) dk_j[e] += ds * q_tile[r][e];
+        }
+    }
+    if (!col) return;
+    for (int e = 0; e < DIM_E; ++e) dk[(n * S + j) * DIM_E + e] = scale * dk_j[e];
+    for (int e = 0; e < DIM_EV; ++e) dv[(n * S + j) * DIM_EV + e] = dv_j[e];
+}
+"""
+
+_SOFTMAX_SOURCE = r"""
+// One block = one row of C values; THREADS threads stride over it and reduce in shared
+// memory. y = exp(x - max) / sum(exp(x - max)); a row of all -inf gives zeros.
+__device__ T block_reduce(T value, T* scratch, bool is_max) {
+    scratch[threadIdx.x] = value;
+    __syncthreads();
+    for (int half = THREADS / 2; half > 0; half /= 2) {
+        if (threadIdx.x < half) {
+            const T other = scratch[threadIdx.x + half];
+            scratch[threadIdx.x] = is_max ? MAX(scratch[threadIdx.x], other)
+                                          : scratch[threadIdx.x] + other;
+        }
+        __syncthreads();
+    }
+    const T result = scratch[0];
+    __syncthreads();
+    return result;
+}
+
+extern "C" __global__ void __launch_bounds__(THREADS) softmax_fwd(
+        const T* __restrict__ x, int C, T* __restrict__ y) {
+    __shared__ T scratch[THREADS];
+    const long long row = blockIdx.x;
+    const T* xr = x + row * C;
+    T* yr = y + row * C;
+    T m = NEG_INF;
+    for (int c = threadIdx.x; c < C; c += THREADS) m = MAX(m, xr[c]);
+    m = block_reduce(m, scratch, true);
+    const T shift = m > NEG_INF ? m : (T)0;  // all -inf: exp(-inf - 0) = 0, no NaN
+    T total = 0;
+    for (int c = threadIdx.x; c < C; c += THREADS) total += EXP(xr[c] - shift);
+    total = block_reduce(total, scratch, false);
+    const T inv = total > 0 ? (T)1 / total : (T)0;
+    for (int c = threadIdx.x; c < C; c += THREADS) yr[c] = EXP(xr[c] - shift) * inv;
+}
+
+// Forward was y = softmax(x); backward is dx = y * (dy - sum(dy * y)).
+extern "C" __global__ void __launch_bounds__(THREADS) softmax_bwd(
+        const T* __restrict__ y, const T* __restrict__ dy, int C, T* __restrict__ dx) {
+    __shared__ T scratch[THREADS];
+    const long long row = blockIdx.x;
+    T d = 0;
+    for (int c = threadIdx.x; c < C; c += THREADS) d += dy[row * C + c] * y[row * C + c];
+    d = block_reduce(d, scratch, false);
+    for (int c = threadIdx.x; c < C; c += THREADS)
+        dx[row * C + c] = y[row * C + c] * (dy[row * C + c] - d);
+}
+"""
+
+SOFTMAX_THREADS = 256
+
+
+def _config(itemsize: int, E: int, Ev: int, threads: int = THREADS) -> dict:
+    """The compile-time constants for one dtype and feature sizes.
+
+    TILE rows of both tiles fit the shared-memory budget; CHUNK keys' scores are held in
+    registers at a time by the forward.
+    """
+    tile = max(1, min(64, SHARED_BYTES // ((E + Ev) * itemsize)))
+    chunk = 8 if tile >= 8 else 1
+    tile -= tile % chunk
+    return {"DIM_E": E, "DIM_EV": Ev, "THREADS": threads, "TILE": tile, "CHUNK": chunk}
+
+
+def kernel_source(kind: str, dtype_name: str, E: int = 1, Ev: int = 1) -> str:
+    """The CUDA C source of the flash ("flash") or softmax ("softmax") kernels for a dtype."""
+    single = {"float32": True, "float64": False}[dtype_name]
+    if kind == "flash":
+        params = _config(4 if single else 8, E, Ev)
+    else:
+        params = {"THREADS": SOFTMAX_THREADS}
+    lines = [f"typedef {'float' if single else 'double'} T;"]
+    lines += [f"#define {name} {value}" for name, value in params.items()]
+    if single:
+        lines += ["#define NEG_INF (-__int_as_float(0x7f800000))",
+                  "#define EXP(x) expf(x)", "#define LOG(x) logf(x)",
+                  "#define MAX(a, b) fmaxf(a, b)"]
+    else:
+        lines += ["#define NEG_INF (-__longlong_as_double(0x7ff0000000000000LL))",
+                  "#define EXP(x) exp(x)", "#define LOG(x) log(x)", "#define MAX(a, b) fmax(a, b)"]
+    return "\n".join(lines) + "\n" + (_FLASH_SOURCE if kind == "flash" else _SOFTMAX_SOURCE)
+
+
+# -- CuPy plumbing ------------------------------------------------------------------------------
+
+
+def _cupy():
+    ok, why = backend.cuda_status()
+    if not ok:
+        raise RuntimeError(f"the CuPy kernels cannot run: {why}")
+    return backend._import_cupy()
+
+
+@functools.lru_cache(maxsize=64)
+def _module(kind: str, dtype_name: str, E: int = 1, Ev: int = 1):
+    cp = _cupy()
+    return cp.RawModule(code=kernel_source(kind, dtype_name, E, Ev), options=("--std=c++14",))
+
+
+def _work(x):
+    """float32 for float16/float32 (sums in float32), float64 for float64."""
+    cp = _cupy()
+    return cp.dtype(cp.float64) if x.dtype == cp.float64 else cp.dtype(cp.float32)
+
+
+def _contiguous(x, dtype):
+    cp = _cupy()
+    return cp.ascontiguousarray(x, dtype=dtype)
+
+
+def _bias_args(bias, N, L, S, dtype):
+    """(array, strides in elements, has_bias): bias broadcast to (N, L, S), never copied big."""
+    cp = _cupy()
+    if bias is None:
+        return cp.zeros(1, dtype), (0, 0, 0), 0
+    bias = cp.asarray(bias).astype(dtype, copy=False)
+    if bias.ndim > 3:
+        raise ValueError(f"bias must have at most 3 axes (N, L, S), got shape {bias.shape}")
+    try:
+        view = cp.broadcast_to(bias, (N, L, S))
+    except ValueError:
+        raise ValueError(f"bias of shape {bias.shape} does not broadcast to (N, L, S) = "
+                         f"{(N, L, S)}") from None
+    strides = tuple(s // view.itemsize for s in view.strides)
+    return view, strides, 1
+
+
+def _check(q, k, v, op):
+    cp = _cupy()
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(x, cp.ndarray):
+            raise TypeError(f"{op}: the CuPy kernels take CuPy arrays; {name} is a "
+                            f"{type(x).__module__}.{type(x).__name__}")
+        if x.dtype.kind != "f":
+            raise TypeError(f"{op}: flash attention needs float arrays, got q {q.dtype}, "
+                            f"k {k.dtype}, v {v.dtype}")
+    if q.ndim != 3 or k.ndim != 3 or v.ndim != 3 or not (
+            q.shape[0] == k.shape[0] == v.shape[0] and q.shape[2] == k.shape[2]
+            and k.shape[1] == v.shape[1]):
+        raise ValueError(f"{op}: shapes q {q.shape}, k {k.shape}, v {v.shape} do not fit "
+                         "(N, L, E), (N, S, E), (N, S, Ev)")
+
+
+def _grid(rows: int, N: int) -> tuple:
+    return (max(1, -(-rows // THREADS)), N)
+
+
+def flash_forward(q, k, v, scale, bias=None, is_causal=False, block_q=64, block_k=64):
+    """(out, lse) of softmax(scale * q k^T + bias) v on the GPU: flash.flash_forward in CUDA.
+
+    >>> out, lse = flash_forward(q, k, v, 1 / 8.0)   # CuPy q (N, L, E), k (N, S, E), v (N, S, Ev)
+    """
+    cp = _cupy()
+    _check(q, k, v, "flash_forward")
+    work = _work(q)
+    N, L, E = q.shape
+    S, Ev = k.shape[1], v.shape[2]
+    q_, k_, v_ = (_contiguous(x, work) for x in (q, k, v))
+    bias_, (bn, bl, bs), has_bias = _bias_args(bias, N, L, S, work)
+    out = cp.empty((N, L, Ev), work)
+    lse = cp.empty((N, L), work)
+    if N and L:
+        kernel = _module("flash", work.name, E, Ev).get_function("flash_fwd")
+        kernel(_grid(L, N), (THREADS,), (q_, k_, v_, bias_, cp.int64(bn), cp.int64(bl),
+                                         cp.int64(bs), cp.int32(has_bias),
+                                         cp.int32(bool(is_causal)), cp.int32(L), cp.int32(S),
+                                         work.type(scale), out, lse))
+    return out.astype(q.dtype, copy=False), lse
+
+
+def flash_backward(q, k, v, out, lse, dout, scale, bias=None, is_causal=False, block_q=64,
+                   block_k=64):
+    """(dq, dk, dv) of flash_forward on the GPU, recomputing p = exp(s - lse).
+
+    >>> dq, dk, dv = flash_backward(q, k, v, out, lse, dout, 1 / 8.0)
+    """
+    cp = _cupy()
+    _check(q, k, v, "flash_backward")
+    work = _work(q)
+    N, L, E = q.shape
+    S, Ev = k.shape[1], v.shape[2]
+    if out.shape != (N, L, Ev) or dout.shape != (N, L, Ev) or lse.shape != (N, L):
+        raise ValueError(f"flash_backward: out {out.shape}, dout {dout.shape} and lse "
+                         f"{lse.shape} must be (N, L, Ev) = {(N, L, Ev)} and (N, L)")
+    q_, k_, v_, dout_ = (_contiguous(x, work) for x in (q, k, v, dout))
+    lse_ = _contiguous(lse, work)
+    D = (dout_ * _contiguous(out, work)).sum(axis=-1)  # (N, L) = rowsum(dout * out)
+    bias_, (bn, bl, bs), has_bias = _bias_args(bias, N, L, S, work)
+    dq = cp.zeros((N, L, E), work)
+    dk = cp.zeros((N, S, E), work)
+    dv = cp.zeros((N, S, Ev), work)
+    module = _module("flash", work.name, E, Ev)
+    common = (bias_, cp.int64(bn), cp.int64(bl), cp.int64(bs), cp.int32(has_bias),
+              cp.int32(bool(is_causal)), cp.int32(L), cp.int32(S), work.type(scale))
+    if N and L and S:
+        module.get_function("flash_bwd_dq")(
+            _grid(L, N), (THREADS,), (q_, k_, v_, dout_, lse_, D, *common, dq))
+        module.get_function("flash_bwd_dkdv")(
+            _grid(S, N), (THREADS,), (q_, k_, v_, dout_, lse_, D, *common, dk, dv))
+    return dq.astype(q.dtype, copy=False), dk.astype(k.dtype, copy=False), \
+        dv.astype(v.dtype, copy=False)
+
+
+def softmax_forward(x):
+    """softmax over the last axis of a CuPy array (one block per row); all -inf rows give 0.
+
+    >>> y = softmax_forward(cupy.asarray([[1.0, 2.0, 3.0]]))
+    """
+    cp = _cupy()
+    work = _work(x)
+    C = x.shape[-1] if x.ndim else 1
+    x2 = _contiguous(x, work).reshape(-1, C)
+    y = cp.empty_like(x2)
+    if x2.size:
+        _module("softmax", work.name).get_function("softmax_fwd")(
+            (x2.shape[0],), (SOFTMAX_THREADS,), (x2, cp.int32(C), y))
+    return y.reshape(x.shape).astype(x.dtype, copy=False)
+
+
+def softmax_backward(out, dout):
+    """dx = y * (dy - sum(dy * y)) over the last axis, with y = softmax_forward(x).
+
+    >>> dx = softmax_backward(y, dy)
+    """
+    cp = _cupy()
+    if out.shape != dout.shape:
+        raise ValueError(f"softmax_backward: out {out.shape} and dout {dout.shape} differ")
+    work = _work(out)
+    C = out.shape[-1] if out.ndim else 1
+    y2 = _contiguous(out, work).reshape(-1, C)
+    dy2 = _contiguous(dout, work).reshape(-1, C)
+    dx = cp.empty_like(y2)
+    if y2.size:
+        _module("softmax", work.name).get_function("softmax_bwd")(
+            (y2.shape[0],), (SOFTMAX_THREADS,), (y2, dy2, cp.int32(C), dx))
+    return dx.reshape(out.shape).astype(out.dtype, copy=False)

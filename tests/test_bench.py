@@ -1,0 +1,58 @@
+"""`minattn bench` runs end to end and writes well-formed JSON (timings are never asserted)."""
+
+import json
+import math
+
+import pytest
+
+from minattn import bench
+from minattn.cli import main
+
+
+@pytest.mark.slow
+def test_quick_bench_runs_and_writes_json(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--quick", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "median ms" in printed and "agreement" in printed
+    result = json.loads(out.read_text())
+    assert set(result) == {"meta", "rows", "long_sequence"}
+    meta = result["meta"]
+    assert meta["peak_used_gflops"] > 0 and meta["threads"]["cpu_count"] >= 1
+    impls = bench.available_impls("cpu")
+    assert {"composed", "fused", "flash-ref"} <= set(impls)
+    assert all(err < 1e-3 for err in meta["agreement"].values())
+    rows = result["rows"]
+    assert len(rows) == len(impls) * 2 * len(bench.parse_shapes(bench.QUICK_SHAPES))
+    for row in rows:
+        assert row["impl"] in impls and row["mode"] in bench.FLOPS_PER_HEAD
+        assert math.isfinite(row["median_ms"]) and row["median_ms"] > 0
+        assert row["gflops"] > 0 and row["runs"] == 2
+        if row["mode"] == "forward+backward":
+            assert row["peak_mib"] is not None and row["peak_mib"] >= 0
+        if "torch-sdpa" in impls:
+            assert row["speed_vs_sdpa"] > 0
+    if "flash-numba" in impls:
+        assert [r["L"] for r in result["long_sequence"]] == [256, 512]
+        assert all(r["peak_mib"] < 64 for r in result["long_sequence"])
+
+
+def test_bench_options_are_checked():
+    assert bench.parse_shapes("1x512,8x2048") == [(1, 512), (8, 2048)]
+    with pytest.raises(SystemExit, match="HxL"):
+        bench.parse_shapes("8-2048")
+    with pytest.raises(SystemExit, match="unknown --impl nope"):
+        bench.available_impls("cpu", ["fused", "nope"])
+
+
+def test_table_shows_skipped_cases_and_ratios():
+    rows = [{"impl": "torch-sdpa", "mode": "forward", "B": 1, "H": 8, "L": 512, "S": 512,
+             "median_ms": 2.0, "gflops": 100.0},
+            {"impl": "flash-numba", "mode": "forward", "B": 1, "H": 8, "L": 512, "S": 512,
+             "median_ms": 1.0, "gflops": 200.0, "peak_mib": None},
+            {"impl": "composed", "mode": "forward", "B": 1, "H": 8, "L": 512, "S": 512,
+             "skipped": "needs ~9 GiB"}]
+    bench._relate(rows)
+    assert rows[1]["speed_vs_sdpa"] == 2.0
+    table = bench.format_table(rows, peak_gflops=400.0)
+    assert "skipped: needs ~9 GiB" in table and "50.0%" in table and "2.00" in table
