@@ -223,7 +223,7 @@ class Tensor:
             for x, dx in zip(fn.inputs, dins):
                 if dx is None or not x.requires_grad:
                     continue
-                dx = xp.asarray(dx)
+                dx = backend.get_array_module(dx).asarray(dx)  # a NumPy scalar -> array
                 if tuple(dx.shape) != x.shape:
                     raise RuntimeError(f"{type(fn).__name__}.backward returned a gradient of "
                                        f"shape {tuple(dx.shape)} for an input of shape {x.shape}")
