@@ -18,16 +18,9 @@ import math
 import os
 
 import minattn as ma
+from minattn.teaching import check
 
 FAST = os.environ.get("MINATTN_FAST", "") not in ("", "0")  # small sizes (unused here)
-
-
-def check(what, error, tol):
-    """Print the error reached against a reference; stop the lesson if it is too large."""
-    ok = error <= tol  # False for NaN too
-    print(f"[{'ok' if ok else 'OFF'}] {what}: error {error:.1e} (tolerance {tol:.2g})")
-    if not ok:
-        raise AssertionError(f"{what}: error {error:.3e} is above the tolerance {tol:.2g}")
 
 
 # %% [markdown]

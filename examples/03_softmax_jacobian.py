@@ -15,30 +15,9 @@ import numpy as np
 
 import minattn as ma
 import minattn.functional as F
+from minattn.teaching import check, expect, max_err
 
 FAST = os.environ.get("MINATTN_FAST", "") not in ("", "0")  # small sizes (unused here)
-
-
-def check(what, error, tol):
-    """Print the error reached against a reference; stop the lesson if it is too large."""
-    ok = error <= tol  # False for NaN too
-    print(f"[{'ok' if ok else 'OFF'}] {what}: error {error:.1e} (tolerance {tol:.2g})")
-    if not ok:
-        raise AssertionError(f"{what}: error {error:.3e} is above the tolerance {tol:.2g}")
-
-
-def expect(what, condition):
-    """Print a claim the lesson makes; stop the lesson if it does not hold."""
-    print(f"[{'ok' if condition else 'OFF'}] {what}")
-    if not condition:
-        raise AssertionError(f"expected: {what}")
-
-
-def max_err(a, b):
-    """Largest absolute difference between two tensors or arrays."""
-    a = a.numpy() if isinstance(a, ma.Tensor) else np.asarray(a)
-    b = b.numpy() if isinstance(b, ma.Tensor) else np.asarray(b)
-    return float(np.max(np.abs(a - b)))
 
 
 rng = np.random.default_rng(0)

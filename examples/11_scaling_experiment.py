@@ -17,23 +17,9 @@ import os
 import numpy as np
 
 from minattn.experiments import dead_gradients, gradient_flow, lr_sensitivity, score_spread
+from minattn.teaching import check, expect
 
 FAST = os.environ.get("MINATTN_FAST", "") not in ("", "0")
-
-
-def check(what, error, tol):
-    """Print the error reached against a reference; stop the lesson if it is too large."""
-    ok = error <= tol  # False for NaN too
-    print(f"[{'ok' if ok else 'OFF'}] {what}: error {error:.1e} (tolerance {tol:.2g})")
-    if not ok:
-        raise AssertionError(f"{what}: error {error:.3e} is above the tolerance {tol:.2g}")
-
-
-def expect(what, condition):
-    """Print a claim the lesson makes; stop the lesson if it does not hold."""
-    print(f"[{'ok' if condition else 'OFF'}] {what}")
-    if not condition:
-        raise AssertionError(f"expected: {what}")
 
 
 def table(rows, columns, formats):
