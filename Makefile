@@ -33,5 +33,6 @@ docs: $(STAMP)
 gpu-check:
 	bash benchmarks/gpu_check.sh
 
+# Removes what the build made; never results/ (saved experiment and training runs).
 clean:
-	rm -rf $(VENV) build dist site *.egg-info .pytest_cache .ruff_cache .hypothesis results
+	rm -rf $(VENV) build dist site *.egg-info .pytest_cache .ruff_cache .hypothesis

@@ -88,6 +88,19 @@ def check_device(device) -> str:
     return name
 
 
+def split_to_args(device, dtype):
+    """(device, dtype) from the arguments of ``.to(...)``: ``t.to("cuda")``,
+    ``t.to(ma.float64)`` and ``t.to("float64")`` all work, as in PyTorch."""
+    if device is not None and not (isinstance(device, str)
+                                   and device.split(":")[0] in DEVICES):
+        try:
+            return None, resolve_dtype(device)  # a dtype in the device's place
+        except TypeError:
+            if not isinstance(device, str):
+                raise
+    return device, dtype
+
+
 def xp_for(device: str):
     return _import_cupy() if check_device(device) == "cuda" else np
 

@@ -25,9 +25,13 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     parsers = {name: sub.add_parser(name, help=help_text, description=help_text)
                for name, (_, help_text) in SUBCOMMANDS.items()}
-    # Import only the chosen subcommand's module: `minattn info` stays fast.
-    command, _ = parser.parse_known_args(argv)
-    module = importlib.import_module(SUBCOMMANDS[command.command][0])
-    module.add_arguments(parsers[command.command])
+    # Import only the chosen subcommand's module, so `minattn info` stays fast; a first
+    # pass without -h finds which one, so that `minattn train --help` lists its options.
+    first = argparse.ArgumentParser(add_help=False)
+    first.add_argument("command", nargs="?", choices=SUBCOMMANDS)
+    chosen, _ = first.parse_known_args(argv)
+    if chosen.command is not None:
+        module = importlib.import_module(SUBCOMMANDS[chosen.command][0])
+        module.add_arguments(parsers[chosen.command])
     args = parser.parse_args(argv)
     return module.run(args) or 0

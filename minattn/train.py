@@ -40,6 +40,7 @@ import numpy as np
 
 from . import backend, core, nn, optim
 from . import functional as F
+from .experiments.storage import set_aside
 
 CHECKPOINT = "checkpoint.npz"
 TEXT = Path(__file__).parent / "data" / "public_domain.txt"
@@ -302,11 +303,20 @@ def save_checkpoint(path: Path, model, opt, step: int, config: TrainConfig, stat
             np.savez(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        _publish(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def _publish(tmp: str, path: Path) -> None:
+    """Move a finished temp file into place, with the permissions a plain open() gives
+    (mkstemp makes it owner-only)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
 
 
 def load_checkpoint(path: Path) -> tuple[dict, dict]:
@@ -467,7 +477,7 @@ def _write_json(path: Path, data) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     with os.fdopen(fd, "w") as f:
         json.dump(data, f, indent=1)
-    os.replace(tmp, path)
+    _publish(tmp, path)
 
 
 # -- reports and figures -------------------------------------------------------------------------
@@ -476,7 +486,8 @@ def _write_json(path: Path, data) -> None:
 def summary_row(result: dict) -> dict:
     final, config = result["final"], result["config"]
     history = result["history"]
-    qk = [sum(v for k, v in h.items() if k.endswith(".qk")) for h in history]
+    # the norm of all layers' q and k projection gradients together: sqrt(sum of squares)
+    qk = [math.sqrt(sum(v**2 for k, v in h.items() if k.endswith(".qk"))) for h in history]
     return {"scale": scale_label(config["scale"]), "final_loss": final["loss"],
             "token_acc": final["token_acc"], "seq_acc": final["seq_acc"],
             "greedy_seq_acc": final.get("greedy_seq_acc"),
@@ -597,14 +608,20 @@ def config_from_args(args, scale=None) -> TrainConfig:
                          seed=args.seed, eval_every=args.eval_every, eval_size=args.eval_size,
                          target=args.target, checkpoint_every=args.checkpoint_every,
                          device=args.device, dtype=args.dtype)
-    if args.quick:
-        config = quick(config)
+    if args.quick:  # the quick sizes, except where an option was given another value
+        defaults = TrainConfig()
+        given = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
+                 if getattr(config, f.name) != getattr(defaults, f.name)}
+        config = dataclasses.replace(quick(defaults), **given)
     head_dim = config.embed_dim // config.num_heads
     return dataclasses.replace(config, scale=parse_scale(scale or args.scale, head_dim))
 
 
 def run(args) -> int:
     out = Path(args.out)
+    if not args.resume and out.exists() and any(out.iterdir()):
+        moved = set_aside(out)  # an earlier run is kept whole, never overwritten
+        print(f"{out} held an earlier run: moved it to {moved} (use --resume to continue one)")
     scales = args.scales.split(",") if args.compare_scaling else [args.scale]
     results = []
     for scale in scales:

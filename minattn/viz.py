@@ -186,7 +186,7 @@ def training_curves(runs, path=None, target=None, title=None):
             ax_ent.plot([e["step"] for e in evals],
                         [float(np.mean(e["attn_entropy"])) for e in evals], marker=".",
                         label=label)
-        qk = [sum(v for k, v in h.items() if k.endswith(".qk")) for h in hist]
+        qk = [math.sqrt(sum(v**2 for k, v in h.items() if k.endswith(".qk"))) for h in hist]
         ax_grad.plot(steps, _smooth(qk, window), label=label)
     if target is not None:
         ax_acc.axhline(target, color="gray", linestyle=":", label=f"target {target:.0%}")

@@ -91,6 +91,18 @@ def test_shared_parameter_is_listed_once():
     assert len(list(model.parameters())) == 3
 
 
+def test_a_plain_tensor_cannot_replace_a_parameter():
+    lin = nn.Linear(4, 3)
+    with pytest.raises(TypeError, match="cannot assign Tensor to parameter 'weight'"):
+        lin.weight = ma.randn(3, 4)
+    assert [name for name, _ in lin.named_parameters()] == ["weight", "bias"]
+
+
+def test_to_takes_dtype_names():
+    lin = nn.Linear(4, 3).to("float64")
+    assert lin.weight.dtype == np.float64 and ma.randn(2).to("float64").dtype == np.float64
+
+
 def test_reassigning_an_attribute_updates_the_registries():
     model = Tiny()
     model.second = None

@@ -264,3 +264,42 @@ def test_resume_on_device(device, tmp_path):
             np.testing.assert_allclose(pa[name], pb[name], rtol=1e-3, atol=1e-5, err_msg=name)
     np.testing.assert_allclose([h["loss"] for h in straight["history"]],
                                [h["loss"] for h in resumed["history"]], rtol=1e-4)
+
+
+def test_cli_a_second_run_sets_the_first_aside(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--quick", "--quiet", "--no-figures", "--out", str(out)]
+    assert cli.main(args) == 0
+    first = (out / "metrics.json").read_text()
+    assert cli.main(args + ["--seed", "1"]) == 0
+    assert "held an earlier run: moved it to" in capsys.readouterr().out
+    (kept,) = [p for p in tmp_path.iterdir() if p.name.startswith("run-")]
+    assert (kept / "metrics.json").read_text() == first  # the earlier results, untouched
+    assert (out / "metrics.json").read_text() != first
+
+
+def test_cli_quick_keeps_options_that_were_given(tmp_path):
+    args = ["train", "--quick", "--quiet", "--no-figures", "--steps", "12", "--out",
+            str(tmp_path)]
+    assert cli.main(args) == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["step"] == 12 and metrics["config"]["embed_dim"] == 32  # quick's size
+
+
+def test_written_files_follow_the_umask(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        assert cli.main(["train", "--quick", "--quiet", "--no-figures", "--out",
+                         str(tmp_path)]) == 0
+    finally:
+        os.umask(umask)
+    for name in ("metrics.json", T.CHECKPOINT):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.parametrize("command, option", [("train", "--resume"), ("scaling", "--quick"),
+                                             ("bench", "--quick"), ("gradcheck", "--seed")])
+def test_subcommand_help_lists_its_options(capsys, command, option):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([command, "--help"])
+    assert exit_info.value.code == 0 and option in capsys.readouterr().out

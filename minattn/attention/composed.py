@@ -27,7 +27,9 @@ def attention_probs(q: Tensor, k: Tensor, scale: float, bias=None, is_causal: bo
     L, S = q.shape[-2], k.shape[-2]
     if is_causal:
         bias = causal_bias(L, S, q.dtype, xp)  # (L, S); never together with a mask
-    scores = (q @ k.swapaxes(-1, -2)) * scale  # (..., L, S)
+    # scale * (q k^T) = (scale * q) k^T: scaling the (L, E) queries, not the (L, S)
+    # scores, saves a pass over the largest array forward and backward
+    scores = (q * scale) @ k.swapaxes(-1, -2)  # (..., L, S)
     if bias is not None:
         scores = scores + bias  # -inf where masked
     # softmax is unchanged by a constant shift, so the row max carries no gradient

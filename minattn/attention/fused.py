@@ -34,17 +34,20 @@ class FusedAttention(Function):
     """
 
     def forward(self, q, k, v):
+        # Each (..., L, S) step works in place on one array: at long sequences a fresh array
+        # costs as much as the arithmetic (the allocator hands back new, unfaulted pages).
         xp = backend.get_array_module(q)
         bias = causal_bias(q.shape[-2], k.shape[-2], q.dtype, xp) if self.is_causal \
             else self.bias
-        scores = q @ k.swapaxes(-1, -2) * self.scale  # (..., L, S)
+        probs = q @ k.swapaxes(-1, -2)  # (..., L, S): the scores, becoming the probabilities
+        probs *= self.scale
         if bias is not None:
-            scores = scores + bias  # -inf where masked; may add batch axes that v has
-        e = xp.exp(scores - safe_row_max(scores))  # (..., L, S); a finite shift, no NaN
-        del scores  # not needed by backward: free it before the next (..., L, S) array
-        probs = e / safe_denominator(e.sum(axis=-1, keepdims=True))  # (..., L, S)
+            probs = _into(xp.add, probs, bias)  # -inf where masked; may add batch axes that v has
+        probs -= safe_row_max(probs)  # a finite shift, no NaN, every exponent <= 0
+        xp.exp(probs, out=probs)
+        probs /= safe_denominator(probs.sum(axis=-1, keepdims=True))  # (..., L, S)
         dropped = probs if self.keep is None else probs * self.keep  # (..., L, S)
-        self.q, self.k, self.v, self.probs = q, k, v, probs
+        self.q, self.k, self.v, self.probs = q, k, v, probs  # not the scores: never needed
         return dropped @ v  # (..., L, Ev)
 
     def backward(self, dout):
@@ -55,13 +58,23 @@ class FusedAttention(Function):
         q, k, v, probs, keep = self.q, self.k, self.v, self.probs, self.keep
         dropped = probs if keep is None else probs * keep  # (..., L, S)
         dv = dropped.swapaxes(-1, -2) @ dout  # (..., S, Ev)
-        dprobs = dout @ v.swapaxes(-1, -2)  # (..., L, S)
+        xp = backend.get_array_module(dout)
+        dscores = dout @ v.swapaxes(-1, -2)  # (..., L, S): dP, becoming dS in place
         if keep is not None:
-            dprobs *= keep
-        dscores = probs * (dprobs - (dprobs * probs).sum(axis=-1, keepdims=True))  # (..., L, S)
+            dscores = _into(xp.multiply, dscores, keep)
+        rowsum = (dscores * probs).sum(axis=-1, keepdims=True)  # (..., L, 1)
+        dscores = _into(xp.subtract, dscores, rowsum)  # dP - rowsum(dP * P)
+        dscores = _into(xp.multiply, dscores, probs)  # (..., L, S)
         dq = (dscores @ k) * self.scale  # (..., L, E)
         dk = (dscores.swapaxes(-1, -2) @ q) * self.scale  # (..., S, E)
         return unbroadcast(dq, q.shape), unbroadcast(dk, k.shape), unbroadcast(dv, v.shape)
+
+
+def _into(op, a, b):
+    """op(a, b) (an xp ufunc), written into a when the result has a's shape."""
+    if backend.np.broadcast_shapes(a.shape, b.shape) != a.shape:
+        return op(a, b)
+    return op(a, b, out=a)
 
 
 def fused_attention(q, k, v, scale: float, bias=None, is_causal: bool = False, keep=None):

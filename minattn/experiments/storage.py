@@ -33,7 +33,7 @@ def write_json(path: Path, data) -> None:
     write_atomic(path, json.dumps(data, indent=1, allow_nan=False) + "\n")
 
 
-def _set_aside(path: Path) -> Path:
+def set_aside(path: Path) -> Path:
     """Rename path to path-<timestamp> (or path-<timestamp>-2, ...), keeping it whole."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(path.stat().st_mtime))
     target = path.with_name(f"{path.name}-{stamp}")
@@ -57,7 +57,7 @@ class RunFolder:
             self._resume()
         else:
             if self.partial.exists():
-                moved = _set_aside(self.partial)
+                moved = set_aside(self.partial)
                 say(f"an interrupted run was left in {self.partial}; set aside as {moved} "
                     "(next time, --resume continues it)")
             self.partial.mkdir(parents=True)
@@ -108,7 +108,7 @@ class RunFolder:
         if (self.partial / "checkpoints").exists():
             (self.partial / "checkpoints").rmdir()
         if self.out.exists():
-            moved = _set_aside(self.out)
+            moved = set_aside(self.out)
             self.say(f"the earlier run in {self.out} was kept as {moved}")
         self.partial.rename(self.out)
         return self.out

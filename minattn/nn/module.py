@@ -54,6 +54,9 @@ class Module:
             self._buffers[name] = value  # assigning to a buffer updates the buffer
             object.__setattr__(self, name, value)
             return
+        if name in self._parameters and value is not None and not isinstance(value, Parameter):
+            raise TypeError(f"cannot assign {type(value).__name__} to parameter {name!r} of "
+                            f"{type(self).__name__}: wrap it in nn.Parameter (or assign None)")
         for registry in (self._parameters, self._buffers, self._modules):
             registry.pop(name, None)
         self._non_persistent.discard(name)
@@ -70,7 +73,8 @@ class Module:
         object.__delattr__(self, name)
 
     def register_parameter(self, name: str, param: Parameter | None) -> None:
-        """Same as ``self.name = param``; ``None`` records an absent parameter (no bias)."""
+        """Same as ``self.name = param``; with ``None`` the attribute is None and no
+        parameter is registered (a layer without bias)."""
         if param is not None and not isinstance(param, Parameter):
             raise TypeError(f"register_parameter: {name} must be a Parameter or None, got "
                             f"{type(param).__name__}")
@@ -169,9 +173,9 @@ class Module:
     def to(self, device=None, dtype=None) -> Module:
         """Move (and/or cast) every parameter and buffer in place, so optimizers keep their
         references: ``model.to("cuda")``, ``model.to(ma.float64)``. Floating-point data
-        only is cast; integer buffers keep their dtype."""
-        if device is not None and not isinstance(device, str):
-            device, dtype = None, device
+        only is cast; integer buffers keep their dtype. As in PyTorch, an optimizer's state
+        (Adam's moments) is not cast: make the optimizer after changing the dtype."""
+        device, dtype = backend.split_to_args(device, dtype)
         dtype = backend.resolve_dtype(dtype)
         if dtype is not None and not backend.is_float(dtype):
             raise TypeError(f"Module.to: only floating-point dtypes are allowed, got {dtype}")

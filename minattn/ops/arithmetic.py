@@ -82,8 +82,13 @@ class Div(_Binary):
 
     def local_grads(self, dout):
         # out = a / b  =>  da = dout / b, db = -dout * a / b**2
+        # b is constant along the axes it was broadcast over, so db sums -dout * a over
+        # them first and divides the (smaller) sum by b**2: softmax's e / e.sum() divides
+        # a row sum once instead of every (L, S) entry.
         da = dout / self.b if self.needs_input_grad[0] else None
-        db = -dout * self.a / self.b**2 if self.needs_input_grad[1] else None
+        db = None
+        if self.needs_input_grad[1]:
+            db = -unbroadcast(dout * self.a, self.b_shape) / self.b**2
         return da, db
 
 

@@ -127,8 +127,7 @@ def to(x, device=None, dtype=None) -> Tensor:
 
     Differentiable: the gradient flows back to the original device and dtype.
     """
-    if device is not None and not isinstance(device, str):
-        device, dtype = None, device  # t.to(ma.float64)
+    device, dtype = backend.split_to_args(device, dtype)  # t.to(ma.float64) works too
     out = x
     if device is not None and backend.check_device(device) != x.device:
         out = ToDevice.apply(out, device=backend.check_device(device))
