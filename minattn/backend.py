@@ -8,6 +8,7 @@ CuPy is imported lazily, so a machine without it never pays for the import.
 from __future__ import annotations
 
 import math
+import numbers
 import os
 
 import numpy as np
@@ -141,6 +142,11 @@ def resolve_dtype(dtype) -> np.dtype | None:
         return np.dtype(dtype)
     except TypeError:
         raise TypeError(f"unknown dtype {dtype!r}") from None
+
+
+def is_number(x) -> bool:
+    """A Python number or a NumPy scalar: weakly typed, it takes a tensor's dtype."""
+    return isinstance(x, (numbers.Number, np.generic))
 
 
 def is_float(dtype) -> bool:

@@ -11,35 +11,31 @@ per node, from the output back to the leaves.
 from __future__ import annotations
 
 import contextlib
+import threading
 
 from . import backend
 
-_grad_enabled = True
-
-
-@contextlib.contextmanager
-def _grad_mode(enabled: bool):
-    global _grad_enabled
-    previous, _grad_enabled = _grad_enabled, enabled
-    try:
-        yield
-    finally:
-        _grad_enabled = previous
-
-
-class no_grad(contextlib.ContextDecorator):
-    """Inside ``with ma.no_grad():`` (or a function decorated with it) no graph is recorded."""
-
-    def __enter__(self):
-        self._mode = _grad_mode(False)
-        self._mode.__enter__()
-
-    def __exit__(self, *exc):
-        return self._mode.__exit__(*exc)
+_local = threading.local()  # grad mode is per thread, as in PyTorch
 
 
 def is_grad_enabled() -> bool:
-    return _grad_enabled
+    return getattr(_local, "enabled", True)
+
+
+class no_grad(contextlib.ContextDecorator):
+    """Inside ``with ma.no_grad():`` (or a function decorated with it) no graph is recorded.
+
+    Nests and recurses: each entry saves the mode it found on this thread's stack and
+    each exit restores it.
+    """
+
+    def __enter__(self):
+        _local.__dict__.setdefault("saved", []).append(is_grad_enabled())
+        _local.enabled = False
+
+    def __exit__(self, *exc):
+        _local.enabled = _local.saved.pop()
+        return False
 
 
 class Function:
@@ -72,9 +68,10 @@ class Function:
         fn = cls(**params)
         tensors = _as_tensors(inputs, cls.__name__)
         out = fn.forward(*(t.data for t in tensors))
-        xp = backend.get_array_module(out)
-        needs_grad = _grad_enabled and any(t.requires_grad for t in tensors)
-        result = Tensor(xp.asarray(out), requires_grad=needs_grad)
+        out = backend.get_array_module(out).asarray(out)  # a NumPy scalar -> 0-d array
+        needs_grad = (is_grad_enabled() and backend.is_float(out.dtype)
+                      and any(t.requires_grad for t in tensors))
+        result = Tensor(out, requires_grad=needs_grad)
         if needs_grad:  # keep the graph: this Function, its inputs, what forward saved
             fn.inputs = tensors
             fn.needs_input_grad = tuple(t.requires_grad for t in tensors)
@@ -84,16 +81,16 @@ class Function:
 
 def _as_tensors(inputs, op: str) -> list[Tensor]:
     """Wrap numbers and arrays as constant tensors; all inputs must share one device."""
-    like = next((x for x in inputs if isinstance(x, Tensor)), None)
-    device = like.device if like is not None else None
+    device = next((x.device for x in inputs if isinstance(x, Tensor)), None)
+    like = next((x for x in inputs if isinstance(x, Tensor) and backend.is_float(x.dtype)), None)
     tensors = []
     for x in inputs:
         if not isinstance(x, Tensor):
-            if backend.is_cupy_array(x) or hasattr(x, "__array__"):
-                x = Tensor(x)  # an array keeps its device: mixing is caught just below
-            else:  # a Python number takes the tensor's float dtype, as in PyTorch
-                dtype = like.dtype if like is not None and backend.is_float(like.dtype) else None
+            if backend.is_number(x):  # a number takes the float tensors' dtype, as in PyTorch
+                dtype = like.dtype if like is not None else None
                 x = Tensor(backend.as_array(x, device=device, dtype=dtype))
+            else:
+                x = Tensor(x)  # an array keeps its device: mixing is caught just below
         tensors.append(x)
     devices = {t.device for t in tensors}
     if len(devices) > 1:

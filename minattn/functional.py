@@ -83,7 +83,8 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p: f
       where compiled kernels exist for the device, else "fused".
 
     A query row that every key is masked out of gives zeros, in the output and in every
-    gradient. PyTorch's math path gives NaN there (a 0/0 softmax; cf. PyTorch issue #41508).
+    gradient. A plain softmax gives NaN there (0/0), as PyTorch's math path did for years
+    (PyTorch issue #41508); recent PyTorch releases return zeros too.
 
     >>> q, k, v = ma.randn(2, 4, 8), ma.randn(2, 6, 8), ma.randn(2, 6, 3)
     >>> F.scaled_dot_product_attention(q, k, v, is_causal=True).shape

@@ -117,9 +117,9 @@ def test_implementations_agree(name, device, rng):
 def test_matches_torch(name, rng, torch):
     """Forward and all three gradients to 1e-7; fully masked rows against zeros.
 
-    PyTorch gives NaN for a row that sees no key. Its oracle for the other rows: the same
-    call with those rows unmasked and their upstream gradient zeroed, which removes their
-    contribution to every gradient - what minattn's zeros mean.
+    Older PyTorch releases give NaN for a row that sees no key, so the oracle does not rely
+    on that row: the same call with those rows unmasked and their upstream gradient zeroed,
+    which removes their contribution to every gradient - what minattn's zeros mean.
     """
     q, k, v, kwargs = make_case(name, rng)
     dout = rng.standard_normal(out_shape(q, k, v))
@@ -182,9 +182,23 @@ def test_huge_scores_stay_finite(impl, rng):
     q, k, v = rng.standard_normal((2, 6, 8)) * 40, rng.standard_normal((2, 5, 8)) * 40, \
         rng.standard_normal((2, 5, 3))
     dout = rng.standard_normal((2, 6, 3))
+    exact = run("composed", q, k, v, dout, dtype="float64", scale=1.0)
     for dtype in ("float32", "float64"):
         result = run(impl, q, k, v, dout, dtype=dtype, scale=1.0)
         assert all(np.isfinite(a).all() for a in result)
+        np.testing.assert_allclose(result[0], exact[0], atol=1e-3)  # one-hot rows: out = v_j
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_float16_with_large_activations_stays_finite(impl, rng):
+    """Raw q.k reaches ~4e5, past float16's 65504: scaling q first keeps every score finite."""
+    q, k, v = (rng.standard_normal((1, 4, 64)) * 80, rng.standard_normal((1, 6, 64)) * 80,
+               rng.standard_normal((1, 6, 8)))
+    dout = rng.standard_normal((1, 4, 8))
+    exact = run("composed", q, k, v, dout, dtype="float64")
+    out16 = run(impl, q, k, v, dout, dtype="float16")[0]
+    assert np.isfinite(out16).all()
+    np.testing.assert_allclose(out16.astype(np.float64), exact[0], atol=0.05)
 
 
 def test_arrays_work_as_inputs(rng):
@@ -487,3 +501,40 @@ def test_flash_never_allocates_an_L_by_S_array(monkeypatch):
     expected = (p / p.sum(-1, keepdims=True)) @ vv
     np.testing.assert_allclose(out.numpy()[0, 0, rows], expected, rtol=1e-4, atol=1e-4)
     assert q.grad.shape == q.shape and np.isfinite(k.grad.numpy()).all()
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("L, S", [(0, 5), (4, 0), (0, 0)])
+def test_empty_sequences_give_empty_or_zero_results(impl, L, S):
+    """As PyTorch: no queries, no output rows; no keys, zero outputs (nothing to attend to)."""
+    q = ma.randn(2, L, 8, dtype="float64", requires_grad=True)
+    k = ma.randn(2, S, 8, dtype="float64", requires_grad=True)
+    v = ma.randn(2, S, 3, dtype="float64", requires_grad=True)
+    out = F.scaled_dot_product_attention(q, k, v, impl=impl)
+    assert out.shape == (2, L, 3) and not out.numpy().any()
+    out.backward(np.ones(out.shape))
+    assert q.grad.shape == q.shape and not q.grad.numpy().any()
+    assert k.grad.shape == k.shape and v.grad.shape == v.shape
+
+
+@pytest.mark.slow
+def test_flash_reference_never_allocates_an_L_by_S_array(monkeypatch):
+    """The NumPy reference path alone (tracemalloc sees every NumPy allocation, not
+    numba's): L = S = 2048, where one (L, S) float32 array would take 16 MiB."""
+    monkeypatch.setenv("MINATTN_FLASH_KERNELS", "reference")
+    monkeypatch.setattr(flash, "BLOCK_Q", 64)  # the library's own tile sizes
+    monkeypatch.setattr(flash, "BLOCK_K", 64)
+    L = S = 2048
+    rng = np.random.default_rng(1)
+    q, k, v = (ma.tensor(rng.standard_normal((1, 1, n, 64)).astype(np.float32),
+                         requires_grad=True) for n in (L, S, S))
+    dout = rng.standard_normal((1, 1, L, 64)).astype(np.float32)
+    tracemalloc.start()
+    try:
+        out = F.scaled_dot_product_attention(q, k, v, impl="flash")
+        out.backward(dout)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 6 * 2**20, f"peak {peak / 2**20:.1f} MiB"
+    assert np.isfinite(q.grad.numpy()).all() and q.grad.numpy().any()

@@ -205,6 +205,50 @@ def test_no_grad_records_nothing_and_restores():
     assert not double(x).requires_grad
 
 
+def test_no_grad_nests_and_recurses():
+    x = f64(3)
+
+    @ma.no_grad()
+    def recurse(n):
+        if n:
+            recurse(n - 1)
+        return ma.is_grad_enabled(), (x * 2).requires_grad
+
+    assert recurse(3) == (False, False)
+    guard = ma.no_grad()
+    with guard:
+        with guard:
+            pass
+        assert not ma.is_grad_enabled()
+    assert ma.is_grad_enabled() and (x * 2).requires_grad
+
+
+def test_grad_mode_is_per_thread():
+    import threading
+
+    x = f64(3)
+    inside, outside = threading.Event(), threading.Event()
+    seen = []
+
+    def other_thread():
+        inside.wait()
+        seen.append((x * 2).requires_grad)  # this thread never entered no_grad
+        outside.set()
+
+    worker = threading.Thread(target=other_thread)
+    worker.start()
+    with ma.no_grad():
+        inside.set()
+        outside.wait(10)
+    worker.join()
+    assert seen == [True]
+
+
+def test_casting_to_an_integer_dtype_drops_requires_grad():
+    y = f64(3).astype("int64")
+    assert y.dtype == np.int64 and not y.requires_grad
+
+
 def test_detach_cuts_the_graph():
     x = f64(3)
     y = (x * 2).detach()
@@ -223,6 +267,9 @@ def test_python_scalars_keep_the_tensor_dtype():
     x = ma.randn(3)  # float32
     assert (x * 2.5).dtype == np.float32 and (1.0 - x).dtype == np.float32
     assert (2 ** x).dtype == np.float32
+    assert (x * np.float64(2)).dtype == np.float32 and (x / np.sqrt(4)).dtype == np.float32
+    x16 = ma.randn(3, dtype="float16")
+    assert ma.where(x16 > 0, x16, 0.0).dtype == np.float16  # the bool condition has no say
 
 
 def test_arrays_mix_with_tensors_on_either_side():

@@ -200,12 +200,24 @@ def test_matmul_gradients_match_pytorch(torch, a_shape, b_shape):
 
 @pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
 def test_every_float_dtype_runs_forward_and_backward(dtype):
-    x = ma.randn(3, 4, dtype=dtype, requires_grad=True)
-    w = ma.randn(4, 2, dtype=dtype, requires_grad=True)
-    y = ((x @ w).tanh() * 2).exp().mean(axis=0)
-    assert y.dtype == np.dtype(dtype)
-    y.backward(np.ones(2))
-    assert x.grad.dtype == np.dtype(dtype) and np.isfinite(x.grad.numpy()).all()
+    tol = {"float16": 2e-2, "float32": 1e-5, "float64": 1e-12}[dtype]
+    rng = np.random.default_rng(10)
+    x_np, w_np, dout = rng.standard_normal((3, 4)), rng.standard_normal((4, 2)), \
+        rng.standard_normal(2)
+
+    def f(x, w):
+        return ((x @ w).tanh() * 2).exp().mean(axis=0)
+
+    grads = {}
+    for dt in (dtype, "float64"):
+        x, w = (ma.tensor(a, dtype=dt, requires_grad=True) for a in (x_np, w_np))
+        y = f(x, w)
+        assert y.dtype == np.dtype(dt)
+        y.backward(dout)
+        assert x.grad.dtype == np.dtype(dt)
+        grads[dt] = y.numpy(), x.grad.numpy(), w.grad.numpy()
+    for low, exact in zip(grads[dtype], grads["float64"]):  # the same numbers, less precise
+        np.testing.assert_allclose(low.astype(np.float64), exact, rtol=tol, atol=tol)
 
 
 # -- bad input -----------------------------------------------------------------------------------
@@ -226,3 +238,14 @@ def test_bad_input_errors_name_the_shapes():
         ma.randn(2, 3).sum(axis=3)
     with pytest.raises(TypeError, match="condition must be boolean"):
         ma.where(ma.randn(3), ma.randn(3), ma.randn(3))
+
+
+def test_no_silent_nan_at_the_edges():
+    x = t64([-np.inf, -1.0, 0.0, 2.0])
+    y = x.relu()
+    np.testing.assert_array_equal(y.numpy(), [0.0, 0.0, 0.0, 2.0])  # not NaN at -inf
+    y.backward(np.ones(4))
+    np.testing.assert_array_equal(x.grad.numpy(), [0.0, 0.0, 0.0, 1.0])
+    z = t64([0.0, 3.0])
+    (z**0).backward(np.ones(2))  # d(z^0)/dz = 0, also at z = 0
+    np.testing.assert_array_equal(z.grad.numpy(), [0.0, 0.0])

@@ -27,6 +27,8 @@ FlashAttention op finds its kernels through ``flash_kernels`` alone.
 
 from __future__ import annotations
 
+import math
+
 from .. import backend
 from ..core import Function
 from ..ops.arithmetic import unbroadcast
@@ -238,7 +240,8 @@ class FlashAttention(Function):
 def _flatten_batch(x, batch: tuple):
     """(*batch, n, d) from x by broadcasting, flattened to (N, n, d); a copy only if stretched."""
     xp = backend.get_array_module(x)
-    return xp.broadcast_to(x, (*batch, *x.shape[-2:])).reshape(-1, *x.shape[-2:])
+    N = math.prod(batch)  # not -1: an empty axis would leave -1 undetermined
+    return xp.broadcast_to(x, (*batch, *x.shape[-2:])).reshape(N, *x.shape[-2:])
 
 
 def _flatten_bias(bias, batch: tuple):
@@ -256,7 +259,7 @@ def _flatten_bias(bias, batch: tuple):
         return bias.reshape(1, *tail)
     if own != batch:
         bias = xp.broadcast_to(bias, (*batch, *tail))
-    return bias.reshape(-1, *tail)
+    return bias.reshape(math.prod(batch), *tail)
 
 
 def flash_attention(q, k, v, scale: float, bias=None, is_causal: bool = False):

@@ -39,8 +39,9 @@ class FusedAttention(Function):
         xp = backend.get_array_module(q)
         bias = causal_bias(q.shape[-2], k.shape[-2], q.dtype, xp) if self.is_causal \
             else self.bias
-        probs = q @ k.swapaxes(-1, -2)  # (..., L, S): the scores, becoming the probabilities
-        probs *= self.scale
+        # scale q (L, E), not the scores (L, S): cheaper, and in float16 a raw q.k above
+        # 65504 would overflow to inf before the scale could bring it back
+        probs = (q * self.scale) @ k.swapaxes(-1, -2)  # (..., L, S): scores, then probs
         if bias is not None:
             probs = _into(xp.add, probs, bias)  # -inf where masked; may add batch axes that v has
         probs -= safe_row_max(probs)  # a finite shift, no NaN, every exponent <= 0
@@ -66,7 +67,7 @@ class FusedAttention(Function):
         dscores = _into(xp.subtract, dscores, rowsum)  # dP - rowsum(dP * P)
         dscores = _into(xp.multiply, dscores, probs)  # (..., L, S)
         dq = (dscores @ k) * self.scale  # (..., L, E)
-        dk = (dscores.swapaxes(-1, -2) @ q) * self.scale  # (..., S, E)
+        dk = dscores.swapaxes(-1, -2) @ (q * self.scale)  # (..., S, E)
         return unbroadcast(dq, q.shape), unbroadcast(dk, k.shape), unbroadcast(dv, v.shape)
 
 

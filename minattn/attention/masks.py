@@ -119,6 +119,8 @@ def safe_row_max(scores):
     exp(-inf) = 0 everywhere, and its probabilities are 0 / 1 = 0 (see safe_denominator).
     """
     xp = backend.get_array_module(scores)
+    if scores.shape[-1] == 0:  # no keys at all: nothing to shift
+        return xp.zeros((*scores.shape[:-1], 1), scores.dtype)
     m = scores.max(axis=-1, keepdims=True)  # (..., L, 1)
     return xp.where(xp.isfinite(m), m, xp.zeros((), m.dtype))
 

@@ -100,8 +100,11 @@ class Pow(_Binary):
 
     def local_grads(self, dout):
         # out = a ** b  =>  da = dout * b * a**(b - 1), db = dout * out * log(a)
+        # (b = 0: da = 0 even at a = 0, where a**(b - 1) = inf; the exponent 1 stands in)
         xp = backend.get_array_module(dout)
-        da = dout * self.b * self.a ** (self.b - 1) if self.needs_input_grad[0] else None
+        da = None
+        if self.needs_input_grad[0]:
+            da = dout * self.b * self.a ** xp.where(self.b == 0, 1, self.b - 1)
         db = dout * self.out * xp.log(self.a) if self.needs_input_grad[1] else None
         return da, db
 

@@ -59,7 +59,7 @@ class Abs(Function):
 class ReLU(Function):
     def forward(self, x):
         self.positive = x > 0
-        return x * self.positive
+        return backend.get_array_module(x).maximum(x, 0).astype(x.dtype, copy=False)  # -inf -> 0
 
     def backward(self, dout):
         # out = max(x, 0)  =>  dx = dout where x > 0, else 0

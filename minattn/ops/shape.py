@@ -112,6 +112,8 @@ def getitem(x, index) -> Tensor:
     """``x[index]`` with NumPy indexing: ints, slices, None, Ellipsis, int or bool arrays."""
     parts = index if isinstance(index, tuple) else (index,)
     parts = tuple(p.data if isinstance(p, Tensor) else p for p in parts)
+    # a NumPy scalar (np.int64(0)) is a plain index on any device, not a host array
+    parts = tuple(p.item() if backend.is_number(p) and hasattr(p, "item") else p for p in parts)
     for p in parts:
         if hasattr(p, "__array__") and backend.device_of(p) != x.device:
             raise RuntimeError(f"indexing a {x.device} tensor with a {backend.device_of(p)} "
