@@ -64,6 +64,8 @@ def add_arguments(parser) -> None:
                              "(cuda)")
     parser.add_argument("--batch", type=int, default=None, help="B (default 1 cpu, 4 cuda)")
     parser.add_argument("--dim", type=int, default=64, help="E = Ev, the head size")
+    parser.add_argument("--no-malloc-reuse", dest="malloc_reuse", action="store_false",
+                        help="leave glibc's allocator as it is (see reuse_large_allocations)")
     parser.add_argument("--repeat", type=int, default=None, help="timed runs per case "
                         "(default 5; 2 with --quick)")
     parser.add_argument("--quick", action="store_true",
@@ -576,6 +578,29 @@ def format_markdown(meta, rows, long_rows) -> str:
     return "\n".join(lines) + "\n"
 
 
+def reuse_large_allocations() -> bool:
+    """Let glibc reuse freed large blocks instead of mapping fresh pages for each array.
+
+    By default glibc serves every allocation above 32 MiB with a new mmap and returns it on
+    free, so each (L, S) temporary of the NumPy paths costs page faults and zeroing, often
+    more than its arithmetic (at H = 8, L = 2048 one is 128 MiB). PyTorch's CPU allocator
+    keeps such blocks; this puts NumPy on the same footing, for this benchmark process only.
+    Returns whether it took effect (glibc on Linux).
+    """
+    import ctypes
+    import ctypes.util
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # from glibc's malloc.h
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, 2**30)  # C ints: below 2**31
+                    and libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
+    except (OSError, AttributeError):
+        return False
+
+
 def run(args) -> int:
     try:
         device = backend.check_device(args.device)
@@ -591,6 +616,7 @@ def run(args) -> int:
         print("minattn bench: none of the asked implementations can run here", file=sys.stderr)
         return 1
 
+    malloc_reuse = args.malloc_reuse and device == "cpu" and reuse_large_allocations()
     agreement = check_agreement(impls, device)
     print("agreement on B=1, H=2, L=S=96, E=32 (max abs difference to "
           f"{impls[0]}, outputs and gradients):")
@@ -607,7 +633,7 @@ def run(args) -> int:
     meta = {"machine": cpu_model(), "device": device, "python": platform.python_version(),
             "threads": threads_info(device), "matmul_peak_gflops": peak,
             "peak_used_gflops": peak_gflops, "numba_compile_first_call": compile_s,
-            "repeat": repeat, "agreement": agreement,
+            "repeat": repeat, "agreement": agreement, "malloc_reuse": malloc_reuse,
             "flops": "forward 4*L*S*E, forward+backward 14*L*S*E per head"}
     steps = sum(repeat for H, L in shapes for n in impls
                 if _memory_gib(n, B, H, L) <= args.max_memory)
@@ -628,7 +654,8 @@ def run(args) -> int:
         if "gflops" in r:
             r["fraction_of_peak"] = r["gflops"] / peak_gflops
 
-    print(f"\n{meta['machine']}, {meta['threads']}")
+    print(f"\n{meta['machine']}, {meta['threads']}, large NumPy buffers reused: "
+          f"{'yes' if malloc_reuse else 'no'}")
     print(f"float32 matmul peak: {', '.join(f'{k} {v:.0f}' for k, v in peak.items())} GFLOP/s "
           f"(at the end: {', '.join(f'{k} {v:.0f}' for k, v in peak2.items())})")
     if compile_s:
