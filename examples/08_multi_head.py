@@ -18,18 +18,9 @@ import numpy as np
 
 import minattn as ma
 import minattn.functional as F
-from minattn.teaching import check, expect, max_err
+from minattn.teaching import check, expect, max_err, show
 
 FAST = os.environ.get("MINATTN_FAST", "") not in ("", "0")  # small sizes (unused here)
-
-
-def show(matrix, rows, cols, title):
-    """Print a matrix as a table labelled with words."""
-    data = matrix.numpy() if isinstance(matrix, ma.Tensor) else np.asarray(matrix)
-    print(title)
-    print(" " * 10 + "".join(f"{c:>10}" for c in cols))
-    for label, row in zip(rows, data):
-        print(f"{label:>10}" + "".join(f"{v:>10.3f}" for v in row))
 
 
 # %% [markdown]

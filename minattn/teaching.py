@@ -32,3 +32,12 @@ def max_err(a, b) -> float:
     a = a.numpy() if isinstance(a, Tensor) else np.asarray(a)
     b = b.numpy() if isinstance(b, Tensor) else np.asarray(b)
     return float(np.max(np.abs(a - b)))
+
+
+def show(matrix, rows, cols, title: str) -> None:
+    """Print a matrix as a table labelled with words."""
+    data = matrix.numpy() if isinstance(matrix, Tensor) else np.asarray(matrix)
+    print(title)
+    print(" " * 10 + "".join(f"{c:>10}" for c in cols))
+    for label, row in zip(rows, data):
+        print(f"{label:>10}" + "".join(f"{v:>10.3f}" for v in row))

@@ -472,17 +472,14 @@ def test_flash_float16_keeps_dtype_and_sums_in_float32(rng):
 # -- memory: flash is linear in the sequence length ----------------------------------------------
 
 
-@pytest.mark.slow
-def test_flash_never_allocates_an_L_by_S_array(monkeypatch):
-    """L = S = 8192, E = 64, float32: one (L, S) array would take 256 MiB. Forward and
-    backward together must peak far below that (NumPy reports its allocations to
-    tracemalloc)."""
-    monkeypatch.setattr(flash, "BLOCK_Q", 64)  # the library's own tile sizes
+def _flash_peak_bytes(monkeypatch, L: int, seed: int):
+    """(q, k, v, out, peak): flash forward+backward at B = H = 1, L = S, E = 64, float32,
+    with the library's own tile sizes, and the tracemalloc peak of the two."""
+    monkeypatch.setattr(flash, "BLOCK_Q", 64)
     monkeypatch.setattr(flash, "BLOCK_K", 64)
-    L = S = 8192
-    rng = np.random.default_rng(0)
-    q, k, v = (ma.tensor(rng.standard_normal((1, 1, n, 64)).astype(np.float32),
-                         requires_grad=True) for n in (L, S, S))
+    rng = np.random.default_rng(seed)
+    q, k, v = (ma.tensor(rng.standard_normal((1, 1, L, 64)).astype(np.float32),
+                         requires_grad=True) for _ in range(3))
     dout = rng.standard_normal((1, 1, L, 64)).astype(np.float32)
     tracemalloc.start()
     try:
@@ -491,6 +488,16 @@ def test_flash_never_allocates_an_L_by_S_array(monkeypatch):
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
+    return q, k, v, out, peak
+
+
+@pytest.mark.slow
+def test_flash_never_allocates_an_L_by_S_array(monkeypatch):
+    """L = S = 8192, E = 64, float32: one (L, S) array would take 256 MiB. Forward and
+    backward together must peak far below that (NumPy reports its allocations to
+    tracemalloc)."""
+    L = 8192
+    q, k, v, out, peak = _flash_peak_bytes(monkeypatch, L, seed=0)
     assert peak < 64 * 2**20, f"peak {peak / 2**20:.1f} MiB"
     # spot-check a few rows against a dense computation of just those rows
     rows = [0, 1, 4000, L - 1]
@@ -522,19 +529,6 @@ def test_flash_reference_never_allocates_an_L_by_S_array(monkeypatch):
     """The NumPy reference path alone (tracemalloc sees every NumPy allocation, not
     numba's): L = S = 2048, where one (L, S) float32 array would take 16 MiB."""
     monkeypatch.setenv("MINATTN_FLASH_KERNELS", "reference")
-    monkeypatch.setattr(flash, "BLOCK_Q", 64)  # the library's own tile sizes
-    monkeypatch.setattr(flash, "BLOCK_K", 64)
-    L = S = 2048
-    rng = np.random.default_rng(1)
-    q, k, v = (ma.tensor(rng.standard_normal((1, 1, n, 64)).astype(np.float32),
-                         requires_grad=True) for n in (L, S, S))
-    dout = rng.standard_normal((1, 1, L, 64)).astype(np.float32)
-    tracemalloc.start()
-    try:
-        out = F.scaled_dot_product_attention(q, k, v, impl="flash")
-        out.backward(dout)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    q, _, _, _, peak = _flash_peak_bytes(monkeypatch, 2048, seed=1)
     assert peak < 6 * 2**20, f"peak {peak / 2**20:.1f} MiB"
     assert np.isfinite(q.grad.numpy()).all() and q.grad.numpy().any()
