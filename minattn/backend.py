@@ -65,6 +65,10 @@ def is_cupy_array(x) -> bool:
     return type(x).__module__.startswith("cupy") and _import_cupy() is not None
 
 
+def is_numpy_array(x) -> bool:
+    return isinstance(x, np.ndarray)
+
+
 def get_array_module(*arrays):
     """The array module (numpy or cupy) that the given arrays live in."""
     for a in arrays:

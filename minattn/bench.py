@@ -5,7 +5,9 @@ impl=...)``, on the same float32 inputs, interleaved repeat by repeat (the machi
 shared and noisy: the table shows medians):
 
     composed      primitive ops, autograd backward
-    fused         one op, hand-written backward over the probabilities
+    fused         one op, hand-written backward over the probabilities (its row softmax
+                  by the numba kernel when numba is installed)
+    fused-numpy   the same with NumPy alone (MINATTN_ROW_KERNELS=numpy)
     flash-ref     flash with the NumPy (or CuPy) reference kernels (MINATTN_FLASH_KERNELS)
     flash-numba   flash with the numba kernels (CPU)
     flash-cupy    flash with the CUDA kernels (GPU)
@@ -37,12 +39,17 @@ import tracemalloc
 
 import numpy as np
 
-from . import backend
+from . import backend, blas
 
-CPU_IMPLS = ("composed", "fused", "flash-ref", "flash-numba", "torch-sdpa", "torch-math")
+CPU_IMPLS = ("composed", "fused", "fused-numpy", "flash-ref", "flash-numba", "torch-sdpa",
+             "torch-math")
 CUDA_IMPLS = ("composed", "fused", "flash-ref", "flash-cupy", "torch-sdpa", "torch-math")
-MINATTN_IMPLS = {"composed": "composed", "fused": "fused", "flash-ref": "flash",
-                 "flash-numba": "flash", "flash-cupy": "flash"}
+MINATTN_IMPLS = {"composed": "composed", "fused": "fused", "fused-numpy": "fused",
+                 "flash-ref": "flash", "flash-numba": "flash", "flash-cupy": "flash"}
+# the environment each case runs in (read by flash.flash_kernels and ops/rowwise.py); every
+# other case runs with these unset
+CASE_ENV = {"flash-ref": {"MINATTN_FLASH_KERNELS": "reference"},
+            "fused-numpy": {"MINATTN_ROW_KERNELS": "numpy"}}
 FLOPS_PER_HEAD = {"forward": 4, "forward+backward": 14}  # times L * S * E
 DEFAULT_SHAPES = {"cpu": "1x512,1x1024,1x2048,1x4096,8x512,8x1024,8x2048,8x4096",
                   "cuda": "16x4096"}
@@ -127,20 +134,21 @@ def _torch():
 
 
 @contextlib.contextmanager
-def _flash_kernels(name: str):
-    """MINATTN_FLASH_KERNELS=reference while the "flash-ref" case runs (read by flash_kernels)."""
-    before = os.environ.get("MINATTN_FLASH_KERNELS")
-    if name == "flash-ref":
-        os.environ["MINATTN_FLASH_KERNELS"] = "reference"
-    else:
-        os.environ.pop("MINATTN_FLASH_KERNELS", None)
+def _case_env(name: str):
+    """The environment of CASE_ENV[name] while the case runs; the variables unset otherwise."""
+    keys = {key for env in CASE_ENV.values() for key in env}
+    before = {key: os.environ.get(key) for key in keys}
+    for key in keys:
+        os.environ.pop(key, None)
+    os.environ.update(CASE_ENV.get(name, {}))
     try:
         yield
     finally:
-        if before is None:
-            os.environ.pop("MINATTN_FLASH_KERNELS", None)
-        else:
-            os.environ["MINATTN_FLASH_KERNELS"] = before
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _status_kib(field: str):
@@ -199,13 +207,13 @@ def _minattn_case(name: str, arrays: dict, device: str, scale: float) -> Case:
     dout = backend.as_array(arrays["dout"], device=device)
 
     def forward():
-        with _flash_kernels(name), ma.no_grad():
+        with _case_env(name), ma.no_grad():
             return F.scaled_dot_product_attention(*consts, scale=scale, impl=impl)
 
     def forward_backward():
         for t in leaves:
             t.grad = None
-        with _flash_kernels(name):
+        with _case_env(name):
             out = F.scaled_dot_product_attention(*leaves, scale=scale, impl=impl)
             out.backward(dout)
         return out, [t.grad for t in leaves]
@@ -409,7 +417,7 @@ def parse_shapes(text: str) -> list[tuple[int, int]]:
 
 def _memory_gib(name: str, B: int, H: int, L: int) -> float:
     """What the (L, S) arrays of an implementation take, roughly (float32)."""
-    per = {"composed": 8, "fused": 3, "torch-math": 4}.get(name, 0)
+    per = {"composed": 8, "fused": 3, "fused-numpy": 3, "torch-math": 4}.get(name, 0)
     return per * B * H * L * L * 4 / 2**30
 
 
@@ -551,7 +559,9 @@ def format_markdown(meta, rows, long_rows) -> str:
              + ") and at the end ("
              + ", ".join(f"{k} {v:.0f}" for k, v in meta.get("matmul_peak_gflops_end",
                                                                {}).items())
-             + ") of the run.", ""]
+             + ") of the run. Large NumPy buffers reused: "
+             + ("yes" if meta.get("malloc_reuse") else "no")
+             + f"; OpenBLAS idle spin: {meta.get('openblas_spin', 'not recorded')}.", ""]
     compile_s = meta.get("numba_compile_first_call") or {}
     if compile_s:
         lines += [f"numba kernels, first float32 forward+backward call: "
@@ -634,6 +644,7 @@ def run(args) -> int:
             "threads": threads_info(device), "matmul_peak_gflops": peak,
             "peak_used_gflops": peak_gflops, "numba_compile_first_call": compile_s,
             "repeat": repeat, "agreement": agreement, "malloc_reuse": malloc_reuse,
+            "openblas_spin": blas.spin_status(),
             "flops": "forward 4*L*S*E, forward+backward 14*L*S*E per head"}
     steps = sum(repeat for H, L in shapes for n in impls
                 if _memory_gib(n, B, H, L) <= args.max_memory)
@@ -655,7 +666,7 @@ def run(args) -> int:
             r["fraction_of_peak"] = r["gflops"] / peak_gflops
 
     print(f"\n{meta['machine']}, {meta['threads']}, large NumPy buffers reused: "
-          f"{'yes' if malloc_reuse else 'no'}")
+          f"{'yes' if malloc_reuse else 'no'}, OpenBLAS idle spin: {meta['openblas_spin']}")
     print(f"float32 matmul peak: {', '.join(f'{k} {v:.0f}' for k, v in peak.items())} GFLOP/s "
           f"(at the end: {', '.join(f'{k} {v:.0f}' for k, v in peak2.items())})")
     if compile_s:

@@ -34,4 +34,8 @@ def main(argv=None) -> int:
         module = importlib.import_module(SUBCOMMANDS[chosen.command][0])
         module.add_arguments(parsers[chosen.command])
     args = parser.parse_args(argv)
+    if args.command != "info":  # the commands that compute: OpenBLAS's idle threads sleep
+        from . import blas  # at once, instead of spinning on the cores numba is using
+
+        blas.short_spin_wait()
     return module.run(args) or 0

@@ -300,15 +300,6 @@ def test_vectorized_exp2_is_accurate_over_the_whole_range(dtype, tol):
 # -- plumbing: BLAS threads, missing numba, NUMBA_DISABLE_JIT -----------------------------------
 
 
-@needs_numba
-def test_blas_threads_are_restored():
-    controls = nk._blas_thread_controls()
-    before = [get() for get, _ in controls]
-    with nk.blas_single_thread():
-        assert all(get() == 1 for get, _ in controls)
-    assert [get() for get, _ in controls] == before
-
-
 def test_missing_numba_gives_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "numba", None)  # `import numba` now raises ImportError
     ok, why = nk.numba_status()

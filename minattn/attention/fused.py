@@ -15,14 +15,19 @@ Backward, from the upstream dO:
 
 Masked positions have P = 0, hence dS = 0; a fully masked row has P = 0 everywhere, so its
 output and every gradient it feeds are 0, never NaN.
+
+The two row-wise steps, the softmax and its backward, run in ops/rowwise.py: on the CPU
+every core takes a share of the rows (a numba kernel, or NumPy in cache-sized blocks), where
+whole-array NumPy passes would run one after another on one core.
 """
 
 from __future__ import annotations
 
 from .. import backend
 from ..core import Function
+from ..ops import rowwise
 from ..ops.arithmetic import unbroadcast
-from .masks import causal_bias, safe_denominator, safe_row_max
+from .masks import causal_bias
 
 
 class FusedAttention(Function):
@@ -44,9 +49,8 @@ class FusedAttention(Function):
         probs = (q * self.scale) @ k.swapaxes(-1, -2)  # (..., L, S): scores, then probs
         if bias is not None:
             probs = _into(xp.add, probs, bias)  # -inf where masked; may add batch axes that v has
-        probs -= safe_row_max(probs)  # a finite shift, no NaN, every exponent <= 0
-        xp.exp(probs, out=probs)
-        probs /= safe_denominator(probs.sum(axis=-1, keepdims=True))  # (..., L, S)
+        # P = softmax(S) row by row, in place; a fully masked row (all -inf) gets P = 0
+        probs = rowwise.softmax_last(probs, out=probs, empty_rows="zero")  # (..., L, S)
         dropped = probs if self.keep is None else probs * self.keep  # (..., L, S)
         self.q, self.k, self.v, self.probs = q, k, v, probs  # not the scores: never needed
         return dropped @ v  # (..., L, Ev)
@@ -63,9 +67,10 @@ class FusedAttention(Function):
         dscores = dout @ v.swapaxes(-1, -2)  # (..., L, S): dP, becoming dS in place
         if keep is not None:
             dscores = _into(xp.multiply, dscores, keep)
-        rowsum = (dscores * probs).sum(axis=-1, keepdims=True)  # (..., L, 1)
-        dscores = _into(xp.subtract, dscores, rowsum)  # dP - rowsum(dP * P)
-        dscores = _into(xp.multiply, dscores, probs)  # (..., L, S)
+        if probs.shape != dscores.shape:  # v had batch axes that the scores did not
+            probs = xp.broadcast_to(probs, dscores.shape)  # (..., L, S), a view
+        # dS = P * (dP - rowsum(dP * P)), in place
+        dscores = rowwise.softmax_last_backward(probs, dscores, out=dscores)  # (..., L, S)
         dq = (dscores @ k) * self.scale  # (..., L, E)
         dk = dscores.swapaxes(-1, -2) @ (q * self.scale)  # (..., S, E)
         return unbroadcast(dq, q.shape), unbroadcast(dk, k.shape), unbroadcast(dv, v.shape)

@@ -43,13 +43,14 @@ which is how a kernel is debugged.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import functools
 import math
 import os
 import threading
 
 import numpy as np
+
+from .. import blas
 
 prange = range  # replaced by numba.prange when the kernels are compiled (see _compiled)
 
@@ -326,12 +327,14 @@ def _backward_kernel(qs, ks, kt, vt, dout, lse2, D, bias, has_bias, is_causal, L
                     dv[n, j0 + c, e] = dv_j[c, e]
 
 
-def _softmax_forward_kernel(x, out, rows_per_item):
-    """out = softmax of each row of x (R, C); rows of all -inf give 0. Loop nest::
+def _softmax_forward_kernel(x, out, rows_per_item, empty_nan):
+    """out = softmax of each row of x (R, C). Loop nest::
 
         prange over blocks of rows:  for each row: m = max(x); e = exp(x - m); out = e / sum(e)
 
-    (exp(x - m) computed as 2^(log2(e) x - log2(e) m), see _exp2.)
+    (exp(x - m) computed as 2^(log2(e) x - log2(e) m), see _exp2.) A row holding NaN or +inf
+    gives NaN, as x - max x does in NumPy; a row of all -inf gives NaN if empty_nan, else 0.
+    The fast-math max and exp2 assume no NaN, so such rows are found and filled first.
     """
     R, C = x.shape
     n_items = (R + rows_per_item - 1) // rows_per_item
@@ -340,6 +343,10 @@ def _softmax_forward_kernel(x, out, rows_per_item):
         for r in range(item * rows_per_item, min(R, (item + 1) * rows_per_item)):
             row = out[r]
             m = _row_max(x[r])
+            if m == np.inf or _count_nan(x[r]) > 0 or (m == -np.inf and empty_nan):
+                for c in range(C):
+                    row[c] = np.nan
+                continue
             scalars[0] = LOG2E * m if m > -np.inf else 0.0  # a row of all -inf: exp(-inf) = 0
             for c in range(C):
                 row[c] = x[r, c] * LOG2E
@@ -348,6 +355,20 @@ def _softmax_forward_kernel(x, out, rows_per_item):
             inv = scalars[1]
             for c in range(C):
                 row[c] *= inv
+
+
+def _is_nan(x):
+    """x is NaN: its exponent bits all set, its mantissa not 0 (numba: tested on the integer
+    bits, since fast-math, which the kernels inherit, folds x != x to False)."""
+    return x != x
+
+
+def _count_nan(row):
+    """How many entries of row are NaN."""
+    n = 0
+    for c in range(row.size):
+        n += _is_nan(row[c])
+    return n
 
 
 def _softmax_backward_kernel(y, dy, dx, rows_per_item):
@@ -389,7 +410,7 @@ def _compiled():
     Threading layer: numba's default (TBB, else OpenMP, else its own workqueue), or what
     $NUMBA_THREADING_LAYER names. BLAS calls inside prange are what can oversubscribe or
     deadlock an OpenMP layer; the kernels hold BLAS to one thread while they run
-    (blas_single_thread), which makes OpenMP safe here, and it measured about 5% faster
+    (blas.single_thread), which makes OpenMP safe here, and it measured about 5% faster
     than workqueue on two cores. GNU OpenMP is not fork-safe: a program that forks after
     running the kernels should set NUMBA_THREADING_LAYER=workqueue.
     """
@@ -408,6 +429,7 @@ def _compiled():
 
     options = {"fastmath": set(FASTMATH), "error_model": "numpy"}
     register_jitable(**options)(_mask_tile)
+    register_jitable(**options)(_count_nan)
     for helper in (_row_max, _exp2_shifted):
         register_jitable(**options)(helper)
     # exp2's f = x - round(x) must be evaluated as written: no "reassoc"
@@ -424,6 +446,19 @@ def _compiled():
     @overload(_float_from_bits, jit_options=options)
     def _float_from_bits_typed(b):
         return lambda b: bitcast_to_float(b)
+
+    @intrinsic
+    def bitcast_to_int(typingctx, x):  # a float's bits as an int of its width
+        to = types.int32 if x.bitwidth == 32 else types.int64
+        return to(x), lambda context, builder, sig, args: builder.bitcast(
+            args[0], context.get_value_type(to))
+
+    @overload(_is_nan, jit_options=options)
+    def _is_nan_typed(x):
+        if x == types.float32:
+            return lambda x: (bitcast_to_int(x) & np.int32(0x7FFFFFFF)) > np.int32(0x7F800000)
+        return lambda x: ((bitcast_to_int(x) & np.int64(0x7FFFFFFFFFFFFFFF))
+                          > np.int64(0x7FF0000000000000))
 
     @intrinsic
     def maxnum(typingctx, a, b):  # llvm.maxnum with no-NaN flags: a vectorizable max
@@ -469,47 +504,35 @@ def _compiled():
     def jit(fn):
         return numba.njit(parallel=True, cache=True, **options)(fn)
 
+    _start_threads()
+
     return {"forward": jit(_forward_kernel), "backward": jit(_backward_kernel),
             "softmax_forward": jit(_softmax_forward_kernel),
             "softmax_backward": jit(_softmax_backward_kernel)}
 
 
-# -- BLAS on one thread while a kernel runs -------------------------------------------------
+def _start_threads() -> None:
+    """Start numba's threads now, with OpenMP's idle threads sleeping rather than spinning.
 
-
-@functools.cache
-def _blas_thread_controls() -> list:
-    """(get, set) of the thread count of every OpenBLAS/MKL library loaded, as ctypes functions.
-
-    What threadpoolctl does, for the few libraries numba's np.dot can reach: on Linux the
-    loaded libraries are listed in /proc/self/maps. Empty where none is found (the kernels
-    still work; they may then oversubscribe the cores).
+    Between two parallel regions GNU OpenMP keeps its threads spinning, by default for
+    300000 rounds of a pause instruction, which on recent Intel CPUs is tens of
+    milliseconds. A matrix product that follows a kernel then shares the cores with them:
+    after the softmax backward kernel, the two products of fused attention's backward
+    measured 35-90% slower (H = 1, L = 2048). OMP_WAIT_POLICY=passive, set only while
+    numba loads its OpenMP runtime (which reads it once, then), stops that without
+    touching other OpenMP runtimes (PyTorch's, for one). An OMP_WAIT_POLICY that the
+    environment sets is left as it is.
     """
-    import scipy.linalg.cython_blas  # noqa: F401 - load the BLAS that numba calls
+    import numba
 
+    unset = "OMP_WAIT_POLICY" not in os.environ
+    if unset:
+        os.environ["OMP_WAIT_POLICY"] = "passive"
     try:
-        with open("/proc/self/maps") as maps:
-            paths = {line.split()[-1] for line in maps if ".so" in line}
-    except OSError:
-        return []
-    names = [("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
-             ("scipy_openblas_get_num_threads", "scipy_openblas_set_num_threads"),
-             ("openblas_get_num_threads64_", "openblas_set_num_threads64_"),
-             ("openblas_get_num_threads", "openblas_set_num_threads"),
-             ("MKL_Get_Max_Threads", "MKL_Set_Num_Threads")]
-    controls = []
-    for path in sorted(p for p in paths if "blas" in p.lower() or "mkl" in p.lower()):
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for get_name, set_name in names:
-            if hasattr(lib, get_name) and hasattr(lib, set_name):
-                get, set_ = getattr(lib, get_name), getattr(lib, set_name)
-                get.restype, set_.argtypes = ctypes.c_int, [ctypes.c_int]
-                controls.append((get, set_))
-                break
-    return controls
+        numba.get_num_threads()  # loads the threading layer and starts its threads
+    finally:
+        if unset:
+            os.environ.pop("OMP_WAIT_POLICY", None)
 
 
 _launch_lock = threading.Lock()
@@ -526,7 +549,7 @@ def _launch():
     """
     import numba
 
-    with _launch_lock, blas_single_thread():
+    with _launch_lock, blas.single_thread():
         # Hand out work items one at a time, as threads become free: on a shared machine a
         # thread that loses its core for a while no longer holds up the others. (Results
         # do not depend on which thread runs an item.)
@@ -536,20 +559,6 @@ def _launch():
             yield
         finally:
             numba.set_parallel_chunksize(before)
-
-
-@contextlib.contextmanager
-def blas_single_thread():
-    """Inside: every BLAS found runs on one thread (the numba threads are the parallelism)."""
-    controls = _blas_thread_controls()
-    before = [get() for get, _ in controls]
-    for _, set_ in controls:
-        set_(1)
-    try:
-        yield
-    finally:
-        for (_, set_), n in zip(controls, before):
-            set_(n)
 
 
 # -- the kernel interface: the same arguments as the references in flash.py ------------------
@@ -713,36 +722,54 @@ def flash_backward(q, k, v, out, lse, dout, scale, bias=None, is_causal=False, b
             dv.astype(v.dtype, copy=False))
 
 
-def softmax_forward(x):
-    """softmax over the last axis of a float NumPy array; a row of all -inf gives zeros.
+def softmax_forward(x, out=None, empty_rows="zero"):
+    """softmax over the last axis of a float NumPy array, into out (may be x) or a new array.
+
+    A row of all -inf gives zeros (empty_rows="zero") or NaN ("nan"); a row holding NaN or
+    +inf gives NaN.
 
     >>> y = softmax_forward(np.array([[1.0, 2.0, 3.0]]))
     """
     kernels = _compiled()
+    if empty_rows not in ("nan", "zero"):
+        raise ValueError(f"empty_rows must be 'nan' or 'zero', got {empty_rows!r}")
     work = np.dtype(np.float64 if x.dtype == np.float64 else np.float32)
     x2 = np.ascontiguousarray(x, dtype=work).reshape(-1, x.shape[-1] if x.ndim else 1)
-    out = np.empty_like(x2)
+    into = out is not None and out.dtype == work and out.flags.c_contiguous
+    out2 = out.reshape(x2.shape) if into else np.empty_like(x2)
     with _launch():
-        kernels["softmax_forward"](x2, out, _rows_per_item(x2.shape))
-    return out.reshape(x.shape).astype(x.dtype, copy=False)
+        kernels["softmax_forward"](x2, out2, _rows_per_item(x2.shape), empty_rows == "nan")
+    if into:
+        return out
+    if out is None:
+        return out2.reshape(x.shape).astype(x.dtype, copy=False)
+    out[...] = out2.reshape(x.shape)
+    return out
 
 
-def softmax_backward(out, dout):
-    """dx = y * (dy - sum(dy * y)) over the last axis, with y = softmax_forward(x).
+def softmax_backward(y, dy, out=None):
+    """dx = y * (dy - sum(dy * y)) over the last axis, with y = softmax_forward(x), into out
+    (may be dy) or a new array.
 
     >>> dx = softmax_backward(y, dy)
     """
     kernels = _compiled()
-    if out.shape != dout.shape:
-        raise ValueError(f"softmax_backward: out {out.shape} and dout {dout.shape} differ")
-    work = np.dtype(np.float64 if out.dtype == np.float64 else np.float32)
-    shape2 = (-1, out.shape[-1] if out.ndim else 1)
-    y2 = np.ascontiguousarray(out, dtype=work).reshape(shape2)
-    dy2 = np.ascontiguousarray(dout, dtype=work).reshape(shape2)
-    dx = np.empty_like(y2)
+    if y.shape != dy.shape:
+        raise ValueError(f"softmax_backward: y {y.shape} and dy {dy.shape} differ")
+    work = np.dtype(np.float64 if y.dtype == np.float64 else np.float32)
+    shape2 = (-1, y.shape[-1] if y.ndim else 1)
+    y2 = np.ascontiguousarray(y, dtype=work).reshape(shape2)
+    dy2 = np.ascontiguousarray(dy, dtype=work).reshape(shape2)
+    into = out is not None and out.dtype == work and out.flags.c_contiguous
+    out2 = out.reshape(y2.shape) if into else np.empty_like(y2)
     with _launch():
-        kernels["softmax_backward"](y2, dy2, dx, _rows_per_item(y2.shape))
-    return dx.reshape(out.shape).astype(out.dtype, copy=False)
+        kernels["softmax_backward"](y2, dy2, out2, _rows_per_item(y2.shape))
+    if into:
+        return out
+    if out is None:
+        return out2.reshape(y.shape).astype(y.dtype, copy=False)
+    out[...] = out2.reshape(y.shape)
+    return out
 
 
 def _rows_per_item(shape) -> int:

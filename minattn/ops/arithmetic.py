@@ -51,7 +51,9 @@ class Add(_Binary):
 
     def local_grads(self, dout):
         # out = a + b  =>  da = dout, db = dout
-        return dout, dout
+        # (None for an input that needs no gradient: its unbroadcast sum would be wasted)
+        return (dout if self.needs_input_grad[0] else None,
+                dout if self.needs_input_grad[1] else None)
 
 
 class Sub(_Binary):
@@ -60,7 +62,8 @@ class Sub(_Binary):
 
     def local_grads(self, dout):
         # out = a - b  =>  da = dout, db = -dout
-        return dout, -dout
+        return (dout if self.needs_input_grad[0] else None,
+                -dout if self.needs_input_grad[1] else None)
 
 
 class Mul(_Binary):

@@ -11,14 +11,17 @@ from ..core import Function, Tensor
 
 
 def normalize_axis(axis, ndim: int) -> tuple:
-    """axis=None -> all axes; negative axes -> positive; always a sorted tuple."""
+    """axis=None -> all axes; negative axes -> positive; always a sorted tuple.
+
+    A 0-d tensor takes axis 0 or -1, as in PyTorch, and has no axis to reduce: ().
+    """
     if axis is None:
         return tuple(range(ndim))
     axes = (axis,) if isinstance(axis, int) else tuple(axis)
     for a in axes:
-        if not -ndim <= a < (ndim or 1):
+        if not -(ndim or 1) <= a < (ndim or 1):
             raise ValueError(f"axis {a} is out of range for a tensor with {ndim} dimension(s)")
-    return tuple(sorted(a % (ndim or 1) for a in axes))
+    return tuple(sorted(a % ndim for a in axes)) if ndim else ()
 
 
 def expand(dout, axes: tuple, keepdims: bool):

@@ -11,6 +11,10 @@ and with c = max(x) every exponent is <= 0, so exp never overflows, even for log
 
 A row of all -inf has no softmax (every term is 0/0): it gives NaN, as in PyTorch.
 Attention, which must survive fully masked rows, guards against that itself.
+
+Softmax computes both formulas with rowwise.py, which runs them over the last axis on every
+CPU core (a numba kernel, or NumPy in cache-sized blocks of rows); another axis is moved
+last first. A 0-d tensor is a row of one entry, as in PyTorch.
 """
 
 from __future__ import annotations
@@ -19,30 +23,45 @@ import numbers
 
 from .. import backend
 from ..core import Function, Tensor
+from . import rowwise
 from .reduce import normalize_axis
 
 
 def _check_axis(x, axis: int) -> int:
     if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
         raise TypeError(f"softmax: axis must be one int, got {axis!r}")
-    return normalize_axis(axis, x.ndim)[0]
+    axes = normalize_axis(axis, x.ndim)
+    return axes[0] if axes else -1  # a 0-d x is reshaped to one row below
+
+
+def _last(x, axis: int):
+    """x with ``axis`` moved last, as a view (a 0-d x becomes shape (1,))."""
+    xp = backend.get_array_module(x)
+    return x.reshape(1) if x.ndim == 0 else xp.moveaxis(x, axis, -1)
+
+
+def _back(y, axis: int, shape: tuple):
+    """The inverse of _last."""
+    xp = backend.get_array_module(y)
+    return y.reshape(shape) if not shape else xp.moveaxis(y, -1, axis)
 
 
 class Softmax(Function):
     """y = exp(x - max x) / sum(exp(x - max x)) along ``axis``."""
 
     def forward(self, x):
-        xp = backend.get_array_module(x)
-        axis = _check_axis(x, self.axis)
-        e = xp.exp(x - x.max(axis=axis, keepdims=True))  # every exponent <= 0: no overflow
-        self.out = e / e.sum(axis=axis, keepdims=True)
+        self.axis = _check_axis(x, self.axis)
+        y = rowwise.softmax_last(_last(x, self.axis))  # every exponent <= 0: no overflow
+        self.out = _back(y, self.axis, x.shape)
         return self.out  # saved for backward: dx needs y, not x
 
     def backward(self, dout):
         # y_i = e^{x_i} / sum_j e^{x_j}  =>  dy_i/dx_k = y_i (delta_ik - y_k),  J = diag(y) - y y^T
         # dx_k = sum_i dy_i y_i (delta_ik - y_k) = y_k (dy_k - sum_i dy_i y_i)
+        # (computed by rowwise.softmax_last_backward, along the last axis)
         y = self.out
-        return y * (dout - (dout * y).sum(axis=self.axis, keepdims=True))
+        dx = rowwise.softmax_last_backward(_last(y, self.axis), _last(dout, self.axis))
+        return _back(dx, self.axis, y.shape)
 
 
 class LogSoftmax(Function):
@@ -50,7 +69,10 @@ class LogSoftmax(Function):
 
     def forward(self, x):
         xp = backend.get_array_module(x)
-        axis = _check_axis(x, self.axis)
+        axis = self.axis = _check_axis(x, self.axis)
+        if x.ndim == 0:  # one entry: log_softmax = x - x = 0 (NaN for inf or NaN)
+            self.out = x - x
+            return self.out
         shifted = x - x.max(axis=axis, keepdims=True)  # <= 0, with a 0 in every row
         self.out = shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))  # sum >= 1
         return self.out  # saved for backward: exp(y) is the softmax
@@ -59,7 +81,8 @@ class LogSoftmax(Function):
         # y_i = x_i - log sum_j e^{x_j}  =>  dy_i/dx_k = delta_ik - softmax(x)_k = delta_ik - e^y_k
         # dx_k = sum_i dy_i (delta_ik - e^{y_k}) = dy_k - e^{y_k} sum_i dy_i
         xp = backend.get_array_module(dout)
-        return dout - xp.exp(self.out) * dout.sum(axis=self.axis, keepdims=True)
+        total = dout if dout.ndim == 0 else dout.sum(axis=self.axis, keepdims=True)
+        return dout - xp.exp(self.out) * total
 
 
 def softmax(x, axis: int = -1) -> Tensor:
