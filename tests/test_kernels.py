@@ -591,3 +591,12 @@ def test_cuda_source_on_the_cpu_matches_oracles(emulated_cupy_kernels, dtype):
         check_flash_kernels(emulated_cupy_kernels, *same, dtype, N, L, S, E, Ev, mask,
                             is_causal)
     check_softmax_kernels(emulated_cupy_kernels, *same, dtype)
+
+
+def test_cuda_grid_takes_more_heads_than_grid_y_allows():
+    """Heads ride along grid x (up to 2^31 - 1 blocks), not grid y (65535): B * H = 70000
+    heads of 100 rows launch as one axis of 140000 blocks; the kernels split blockIdx.x back
+    into (head, block), which the emulated runs above check with several heads."""
+    from minattn.attention import cupy_kernels as ck
+
+    assert ck._grid(100, 70000) == (2 * 70000,)

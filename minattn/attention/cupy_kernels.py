@@ -47,15 +47,17 @@ extern "C" __global__ void __launch_bounds__(THREADS) flash_fwd(
         T* __restrict__ out, T* __restrict__ lse) {
     __shared__ T k_tile[TILE][DIM_E];
     __shared__ T v_tile[TILE][DIM_EV];
-    const long long n = blockIdx.y;
-    const int i = blockIdx.x * THREADS + threadIdx.x;
+    // blocks of all heads side by side along grid x (grid y stops at 65535 heads)
+    const int blocks = (L + THREADS - 1) / THREADS, blk = blockIdx.x % blocks;
+    const long long n = blockIdx.x / blocks;
+    const int i = blk * THREADS + threadIdx.x;
     const bool row = i < L;
     T q_i[DIM_E], acc[DIM_EV];
     for (int e = 0; e < DIM_E; ++e) q_i[e] = row ? q[(n * L + i) * DIM_E + e] * scale : (T)0;
     for (int e = 0; e < DIM_EV; ++e) acc[e] = 0;
     T m = NEG_INF, l = 0;
     // causal: no query of this block sees a key at or past the block's last row + 1
-    const int keys = is_causal ? min(S, (int)(blockIdx.x + 1) * THREADS) : S;
+    const int keys = is_causal ? min(S, (blk + 1) * THREADS) : S;
     for (int j0 = 0; j0 < keys; j0 += TILE) {
         __syncthreads();
         for (int t = threadIdx.x; t < TILE * DIM_E; t += THREADS) {
@@ -110,8 +112,10 @@ extern "C" __global__ void __launch_bounds__(THREADS) flash_bwd_dq(
         int has_bias, int is_causal, int L, int S, T scale, T* __restrict__ dq) {
     __shared__ T k_tile[TILE][DIM_E];
     __shared__ T v_tile[TILE][DIM_EV];
-    const long long n = blockIdx.y;
-    const int i = blockIdx.x * THREADS + threadIdx.x;
+    // blocks of all heads side by side along grid x (grid y stops at 65535 heads)
+    const int blocks = (L + THREADS - 1) / THREADS, blk = blockIdx.x % blocks;
+    const long long n = blockIdx.x / blocks;
+    const int i = blk * THREADS + threadIdx.x;
     const T lse_i = i < L ? lse[n * L + i] : NEG_INF;
     const bool live = lse_i > NEG_INF;  // a fully masked row (or no row) gets no gradient
     const T D_i = live ? D[n * L + i] : (T)0;
@@ -119,7 +123,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) flash_bwd_dq(
     for (int e = 0; e < DIM_E; ++e) q_i[e] = live ? q[(n * L + i) * DIM_E + e] * scale : (T)0;
     for (int e = 0; e < DIM_EV; ++e) dout_i[e] = live ? dout[(n * L + i) * DIM_EV + e] : (T)0;
     for (int e = 0; e < DIM_E; ++e) dq_i[e] = 0;
-    const int keys = is_causal ? min(S, (int)(blockIdx.x + 1) * THREADS) : S;
+    const int keys = is_causal ? min(S, (blk + 1) * THREADS) : S;
     for (int j0 = 0; j0 < keys; j0 += TILE) {
         __syncthreads();
         for (int t = threadIdx.x; t < TILE * DIM_E; t += THREADS) {
@@ -160,8 +164,9 @@ extern "C" __global__ void __launch_bounds__(THREADS) flash_bwd_dkdv(
     __shared__ T dout_tile[TILE][DIM_EV];
     __shared__ T lse_tile[TILE];
     __shared__ T D_tile[TILE];
-    const long long n = blockIdx.y;
-    const int j = blockIdx.x * THREADS + threadIdx.x;
+    const int blocks = (S + THREADS - 1) / THREADS, blk = blockIdx.x % blocks;
+    const long long n = blockIdx.x / blocks;
+    const int j = blk * THREADS + threadIdx.x;
     const bool col = j < S;
     T k_j[DIM_E], v_j[DIM_EV], dk_j[DIM_E], dv_j[DIM_EV];
     for (int e = 0; e < DIM_E; ++e) k_j[e] = col ? k[(n * S + j) * DIM_E + e] * scale : (T)0;
@@ -169,7 +174,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) flash_bwd_dkdv(
     for (int e = 0; e < DIM_E; ++e) dk_j[e] = 0;
     for (int e = 0; e < DIM_EV; ++e) dv_j[e] = 0;
     // causal: query i sees key j only when i >= j, so start at the block's first key
-    const int first = is_causal ? (int)(blockIdx.x * THREADS) / TILE * TILE : 0;
+    const int first = is_causal ? blk * THREADS / TILE * TILE : 0;
     for (int i0 = first; i0 < L; i0 += TILE) {
         __syncthreads();
         for (int t = threadIdx.x; t < TILE * DIM_E; t += THREADS) {
@@ -353,7 +358,9 @@ def _check(q, k, v, op):
 
 
 def _grid(rows: int, N: int) -> tuple:
-    return (max(1, -(-rows // THREADS)), N)
+    """Every head's blocks of THREADS rows along grid x, which takes up to 2^31 - 1 blocks
+    (grid y, the obvious axis for heads, stops at 65535)."""
+    return (max(1, -(-rows // THREADS)) * N,)
 
 
 def flash_forward(q, k, v, scale, bias=None, is_causal=False, block_q=64, block_k=64):
