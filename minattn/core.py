@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import threading
 
-from . import backend
+from . import backend, parallel
 
 _local = threading.local()  # grad mode is per thread, as in PyTorch
 
@@ -225,7 +225,9 @@ class Tensor:
                     raise RuntimeError(f"{type(fn).__name__}.backward returned a gradient of "
                                        f"shape {tuple(dx.shape)} for an input of shape {x.shape}")
                 dx = dx.astype(x.dtype, copy=False)
-                grads[id(x)] = grads[id(x)] + dx if id(x) in grads else dx  # fan-out adds up
+                if id(x) in grads:  # fan-out: the gradients of every path add up
+                    dx = parallel.run(backend.get_array_module(dx).add, grads[id(x)], dx)
+                grads[id(x)] = dx
             if not retain_graph:
                 fn.__dict__.clear()  # free the saved arrays; marks the node as used
                 fn.inputs = None

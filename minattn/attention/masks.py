@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import numbers
 
-from .. import backend
+from .. import backend, parallel
 from ..core import Tensor, _as_tensors
 
 IMPLS = ("composed", "fused", "flash")
@@ -121,7 +121,7 @@ def safe_row_max(scores):
     xp = backend.get_array_module(scores)
     if scores.shape[-1] == 0:  # no keys at all: nothing to shift
         return xp.zeros((*scores.shape[:-1], 1), scores.dtype)
-    m = scores.max(axis=-1, keepdims=True)  # (..., L, 1)
+    m = parallel.reduce("max", scores, (scores.ndim - 1,), keepdims=True)  # (..., L, 1)
     return xp.where(xp.isfinite(m), m, xp.zeros((), m.dtype))
 
 

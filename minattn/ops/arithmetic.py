@@ -7,7 +7,7 @@ a gradient of its own shape (``unbroadcast``).
 
 from __future__ import annotations
 
-from .. import backend
+from .. import backend, parallel
 from ..core import Function, Tensor, _as_tensors
 
 
@@ -18,7 +18,7 @@ def unbroadcast(grad, shape: tuple):
         grad = grad.sum(axis=tuple(range(extra)))  # leading axes that were added
     stretched = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
     if stretched:
-        grad = grad.sum(axis=stretched, keepdims=True)  # size-1 axes that were stretched
+        grad = parallel.reduce("sum", grad, stretched, keepdims=True)  # stretched size-1 axes
     return grad
 
 
@@ -47,7 +47,7 @@ class _Binary(Function):
 
 class Add(_Binary):
     def compute(self, a, b):
-        return a + b
+        return parallel.run(backend.get_array_module(a, b).add, a, b)  # a + b
 
     def local_grads(self, dout):
         # out = a + b  =>  da = dout, db = dout
@@ -58,40 +58,43 @@ class Add(_Binary):
 
 class Sub(_Binary):
     def compute(self, a, b):
-        return a - b
+        return parallel.run(backend.get_array_module(a, b).subtract, a, b)  # a - b
 
     def local_grads(self, dout):
         # out = a - b  =>  da = dout, db = -dout
+        xp = backend.get_array_module(dout)
         return (dout if self.needs_input_grad[0] else None,
-                -dout if self.needs_input_grad[1] else None)
+                parallel.run(xp.negative, dout) if self.needs_input_grad[1] else None)
 
 
 class Mul(_Binary):
     def compute(self, a, b):
         self.a, self.b = a, b
-        return a * b
+        return parallel.run(backend.get_array_module(a, b).multiply, a, b)  # a * b
 
     def local_grads(self, dout):
         # out = a * b  =>  da = dout * b, db = dout * a
-        da = dout * self.b if self.needs_input_grad[0] else None
-        db = dout * self.a if self.needs_input_grad[1] else None
+        times = backend.get_array_module(dout).multiply
+        da = parallel.run(times, dout, self.b) if self.needs_input_grad[0] else None
+        db = parallel.run(times, dout, self.a) if self.needs_input_grad[1] else None
         return da, db
 
 
 class Div(_Binary):
     def compute(self, a, b):
         self.a, self.b = a, b
-        return a / b
+        return parallel.run(backend.get_array_module(a, b).divide, a, b)  # a / b
 
     def local_grads(self, dout):
         # out = a / b  =>  da = dout / b, db = -dout * a / b**2
         # b is constant along the axes it was broadcast over, so db sums -dout * a over
         # them first and divides the (smaller) sum by b**2: softmax's e / e.sum() divides
         # a row sum once instead of every (L, S) entry.
-        da = dout / self.b if self.needs_input_grad[0] else None
+        xp = backend.get_array_module(dout)
+        da = parallel.run(xp.divide, dout, self.b) if self.needs_input_grad[0] else None
         db = None
         if self.needs_input_grad[1]:
-            db = -unbroadcast(dout * self.a, self.b_shape) / self.b**2
+            db = -unbroadcast(parallel.run(xp.multiply, dout, self.a), self.b_shape) / self.b**2
         return da, db
 
 

@@ -12,8 +12,8 @@ them equal):
 - ``"reference"``: the formulas above in whole-array xp operations (``_softmax_rows`` and
   ``_softmax_rows_backward``). Any device; what small arrays always use.
 - ``"numpy"``: the same functions applied to blocks of rows small enough to stay in the
-  CPU cache (about 512 KiB each), on a pool of threads (NumPy releases the GIL in its
-  loops). Whole-array passes over a (L, S) array run from main memory, one pass per
+  CPU cache (about 512 KiB each), on the threads of minattn/parallel.py (NumPy releases the
+  GIL in its loops). Whole-array passes over a (L, S) array run from main memory, one pass per
   operation; a block is read from memory once and then worked on in cache.
 - ``"numba"``: the compiled row kernels of attention/numba_kernels.py, one pass per row on
   every core. The default on the CPU when numba is installed.
@@ -28,11 +28,9 @@ attention uses so that a fully masked query gets zeros.
 
 from __future__ import annotations
 
-import concurrent.futures
 import os
-import threading
 
-from .. import backend
+from .. import backend, parallel
 
 MIN_FAST = 2**16  # elements: below this the whole-array reference is as fast
 BLOCK = 2**17  # elements per block of rows in the "numpy" way (512 KiB in float32)
@@ -89,49 +87,12 @@ def _softmax_rows_backward(y, dy, out):
 # -- blocks of rows on threads ------------------------------------------------------------------
 
 
-_pool_lock = threading.Lock()
-_pool_state: dict = {}
-
-
-def num_threads() -> int:
-    """Threads for the "numpy" way: MINATTN_NUM_THREADS, else the CPUs this process may use."""
-    wanted = os.environ.get("MINATTN_NUM_THREADS")
-    if wanted:
-        return max(1, int(wanted))
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-def _pool(threads: int):
-    """A thread pool of that size, made again after a fork (a child has no threads)."""
-    with _pool_lock:
-        key = (os.getpid(), threads)
-        if _pool_state.get("key") != key:
-            _pool_state.update(key=key, pool=concurrent.futures.ThreadPoolExecutor(
-                threads, thread_name_prefix="minattn-rows"))
-        return _pool_state["pool"]
-
-
 def _over_blocks(fn, *arrays):
     """fn(*blocks) for blocks of rows of 2-D arrays (R, C) that cover them, on threads."""
     R, C = arrays[0].shape
     rows = max(1, BLOCK // C)
-    starts = range(0, R, rows)
-    threads = min(num_threads(), len(starts))
-    if threads == 1:
-        for r0 in starts:
-            fn(*(a[r0:r0 + rows] for a in arrays))
-        return
-    per = -(-len(starts) // threads)  # each thread takes a run of neighbouring blocks
-
-    def work(t):
-        for r0 in starts[t * per:(t + 1) * per]:
-            fn(*(a[r0:r0 + rows] for a in arrays))
-
-    for future in [_pool(threads).submit(work, t) for t in range(threads)]:
-        future.result()  # re-raises an error from a thread here
+    parallel.each(lambda r0: fn(*(a[r0:r0 + rows] for a in arrays)), range(0, R, rows),
+                  parallel.num_threads())
 
 
 # -- the entry points ---------------------------------------------------------------------------
