@@ -297,6 +297,20 @@ def test_vectorized_exp2_is_accurate_over_the_whole_range(dtype, tol):
     np.testing.assert_array_equal(exp2_all(below), 0)  # 2^-inf = 0 and no denormals
 
 
+@needs_numba
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("S, block", [(256, 128), (300, 128), (70, 64), (5, 8)])
+def test_pack_kernel_matches_its_numpy_reference(rng, dtype, S, block):
+    """The key blocks the flash kernels read: transposed, scaled, zero past S."""
+    x = rng.standard_normal((3, S, 7)).astype(dtype)
+    n_blocks = -(-S // block)
+    work = np.dtype(dtype)
+    got = nk._pack(nk._compiled(), x, n_blocks, block, work, 0.3)
+    want = nk._blocks_transposed(x, n_blocks, block, work, scale=0.3)
+    np.testing.assert_allclose(got, want, rtol=TOL[dtype], atol=0)
+    assert (got[:, -1, :, S - (n_blocks - 1) * block:] == 0).all()
+
+
 # -- plumbing: BLAS threads, missing numba, NUMBA_DISABLE_JIT -----------------------------------
 
 

@@ -20,8 +20,9 @@ How they are fast, and what that costs in reading:
 - The tile products go to BLAS: ``np.dot`` on contiguous tiles, which numba sends to the
   sgemm/dgemm of SciPy's BLAS, and ``_gemm_acc`` (c += a b) where a product is summed over
   tiles. The Python wrapper lays the operands out so that every product is a plain or
-  transposed product of contiguous blocks: ``scale * q`` padded to whole blocks, and k, v
-  cut into key blocks stored transposed, (E, block_k) each. Small tiles (64 x 128) keep
+  transposed product of contiguous blocks: q padded to whole blocks, and k, v cut into key
+  blocks stored transposed, (E, block_k) each (``_pack_kernel``, with scale log2(e) folded
+  into k's blocks). Small tiles (64 x 128) keep
   each product on OpenBLAS's fast path for small matrices.
 - ``exp`` is computed as ``exp2`` by code that LLVM can vectorize (``_exp2``): numba has
   no vector exp without Intel's SVML, and a scalar libm exp per score would cost as much as
@@ -203,35 +204,35 @@ def _exp2_shifted(row, shift):
 # -- the kernels ----------------------------------------------------------------------------
 
 
-def _forward_kernel(qs, kt, v, bias, has_bias, is_causal, L, S, order, out, lse):
+def _forward_kernel(qp, kt, v, bias, has_bias, is_causal, L, S, order, out, lse):
     """out, lse of softmax(scale q k^T + bias) v for every (head n, query block) tile.
 
-    qs (N, Lp, E) = scale * q padded to whole query blocks; kt (N, nkb, E, bk) the key
-    blocks transposed and times log2(e), so that s below is log2(e) times the scores;
+    qp (N, Lp, E) = q padded to whole query blocks; kt (N, nkb, E, bk) the key blocks
+    transposed and times scale log2(e), so that s below is log2(e) times the scores;
     v (N, Sp, Ev); order: the query blocks in zigzag order (first, last, second, ...), so
     that when is_causal a cheap block and a dear one are handed out side by side and the
     threads finish together. Loop nest::
 
         prange over (n, query block i):                   m = -inf, l = 0, acc = 0
             for each key block j (j <= i if causal):
-                s = qs_i kt_j + log2(e) bias_ij       BLAS (bq, E) x (E, bk)
+                s = q_i kt_j + log2(e) bias_ij        BLAS (bq, E) x (E, bk)
                 m_new = max(m, rowmax(s)); s = 2^(s - m_new)
                 l = 2^(m - m_new) l + rowsum(s); acc = 2^(m - m_new) acc + s v_j   BLAS
             out_i = acc / l; lse_i = ln(2) (m + log2(l))  (0 and -inf for fully masked rows)
     """
     N, nkb, E, bk = kt.shape
     nqb = order.size
-    bq = qs.shape[1] // max(nqb, 1)
+    bq = qp.shape[1] // max(nqb, 1)
     Ev = v.shape[2]
     for item in prange(N * nqb):
         n = item // nqb
         i0 = order[item % nqb] * bq
-        s = np.empty((bq, bk), qs.dtype)  # scores, then probabilities, of one tile
-        acc = np.zeros((bq, Ev), qs.dtype)  # sum_j 2^(s_ij - m_i) v_j
-        m = np.full(bq, -np.inf, qs.dtype)  # running row max
-        shift = np.zeros(bq, qs.dtype)  # m, or 0 while a row has seen no unmasked key
-        l = np.zeros(bq, qs.dtype)  # running sum_j 2^(s_ij - m_i)
-        q_i = qs[n, i0:i0 + bq]  # (bq, E)
+        s = np.empty((bq, bk), qp.dtype)  # scores, then probabilities, of one tile
+        acc = np.zeros((bq, Ev), qp.dtype)  # sum_j 2^(s_ij - m_i) v_j
+        m = np.full(bq, -np.inf, qp.dtype)  # running row max
+        shift = np.zeros(bq, qp.dtype)  # m, or 0 while a row has seen no unmasked key
+        l = np.zeros(bq, qp.dtype)  # running sum_j 2^(s_ij - m_i)
+        q_i = qp[n, i0:i0 + bq]  # (bq, E)
         n_kb = min(nkb, (min(i0 + bq, L) - 1) // bk + 1) if is_causal else nkb
         for kb in range(n_kb):
             j0 = kb * bk
@@ -263,12 +264,13 @@ def _forward_kernel(qs, kt, v, bias, has_bias, is_causal, L, S, order, out, lse)
                 lse[n, i0 + r] = -np.inf
 
 
-def _backward_kernel(qs, ks, kt, vt, dout, lse2, D, bias, has_bias, is_causal, L, S, bq,
-                     dq_part, dk, dv):
+def _backward_kernel(qp, kp, kt, vt, dout, lse2, D, bias, has_bias, is_causal, L, S, bq,
+                     scale, dq_part, dk, dv):
     """dq_part, dk, dv of flash attention for every (head n, group g of key blocks).
 
-    qs (N, Lp, E) = scale * q; ks (N, Sp, E) = scale * k; kt (N, nkb, E, bk) and
-    vt (N, nkb, Ev, bk) the key blocks of log2(e) k and of v, transposed; dout (N, Lp, Ev);
+    qp (N, Lp, E) = q and kp (N, Sp, E) = k, padded to whole blocks; kt (N, nkb, E, bk) and
+    vt (N, nkb, Ev, bk) the key blocks of scale log2(e) k and of v, transposed; dout
+    (N, Lp, Ev);
     lse2 (N, Lp) = log2(e) lse, with +inf for rows that get no gradient (fully masked or
     padding), so that their p = 2^(s - lse2) = 0; D (N, Lp) = rowsum(dout * out). Group g
     of G = dq_part.shape[0] holds key blocks g, g + G, g + 2G, ... (round robin: balanced
@@ -281,11 +283,13 @@ def _backward_kernel(qs, ks, kt, vt, dout, lse2, D, bias, has_bias, is_causal, L
         prange over (n, group g):
             for key block j in group g:               dk_j = 0, dv_j = 0
                 for each query block i (i >= j if causal):
-                    p = 2^(qs_i kt_j + log2(e) bias_ij - lse2_i)   BLAS (bq, E) x (E, bk)
+                    p = 2^(q_i kt_j + log2(e) bias_ij - lse2_i)    BLAS (bq, E) x (E, bk)
                     dv_j += p^T dout_i                          BLAS (bk, bq) x (bq, Ev)
                     ds = p * (dout_i vt_j - D_i)                BLAS (bq, Ev) x (Ev, bk)
-                    dk_j += ds^T qs_i                           BLAS (bk, bq) x (bq, E)
-                    dq_part[g]_i += ds ks_j                     BLAS (bq, bk) x (bk, E)
+                    dk_j += ds^T q_i                            BLAS (bk, bq) x (bq, E)
+                    dq_part[g]_i += ds k_j                      BLAS (bq, bk) x (bk, E)
+                dk_j = scale dk_j
+    (dq_part is summed over the groups and times scale by the caller.)
     """
     N, nkb, E, bk = kt.shape
     G, _, Lp, _ = dq_part.shape
@@ -294,10 +298,10 @@ def _backward_kernel(qs, ks, kt, vt, dout, lse2, D, bias, has_bias, is_causal, L
     for item in prange(N * G):
         n = item // G
         g = item % G
-        s = np.empty((bq, bk), qs.dtype)  # scores, then p
-        dp = np.empty((bq, bk), qs.dtype)  # dp, then ds
-        dk_j = np.empty((bk, E), qs.dtype)
-        dv_j = np.empty((bk, Ev), qs.dtype)
+        s = np.empty((bq, bk), qp.dtype)  # scores, then p
+        dp = np.empty((bq, bk), qp.dtype)  # dp, then ds
+        dk_j = np.empty((bk, E), qp.dtype)
+        dv_j = np.empty((bk, Ev), qp.dtype)
         dq_g = dq_part[g, n]  # (Lp, E): this group's share of dq
         for kb in range(g, nkb, G):
             j0 = kb * bk
@@ -305,7 +309,7 @@ def _backward_kernel(qs, ks, kt, vt, dout, lse2, D, bias, has_bias, is_causal, L
             dv_j[:] = 0.0
             for qb in range(j0 // bq if is_causal else 0, nqb):
                 i0 = qb * bq
-                q_i = qs[n, i0:i0 + bq]  # (bq, E)
+                q_i = qp[n, i0:i0 + bq]  # (bq, E)
                 dout_i = dout[n, i0:i0 + bq]  # (bq, Ev)
                 np.dot(q_i, kt[n, kb], s)  # (bq, bk) = log2(e) scale q_i k_j^T
                 if has_bias or is_causal or j0 + bk > S:
@@ -318,13 +322,27 @@ def _backward_kernel(qs, ks, kt, vt, dout, lse2, D, bias, has_bias, is_causal, L
                     D_r = D[n, i0 + r]
                     for c in range(bk):
                         dp[r, c] = s[r, c] * (dp[r, c] - D_r)  # ds
-                _gemm_acc(dp.T, q_i, dk_j)  # (bk, E) dk_j += ds^T (scale q_i)
-                _gemm_acc(dp, ks[n, j0:j0 + bk], dq_g[i0:i0 + bq])  # (bq, E) dq_i += ds scale k_j
+                _gemm_acc(dp.T, q_i, dk_j)  # (bk, E) dk_j += ds^T q_i
+                _gemm_acc(dp, kp[n, j0:j0 + bk], dq_g[i0:i0 + bq])  # (bq, E) dq_i += ds k_j
             for c in range(min(bk, S - j0)):
                 for e in range(E):
-                    dk[n, j0 + c, e] = dk_j[c, e]
+                    dk[n, j0 + c, e] = scale * dk_j[c, e]
                 for e in range(Ev):
                     dv[n, j0 + c, e] = dv_j[c, e]
+
+
+def _pack_kernel(x, scale, out):
+    """out[n, b] = scale * x[n, b bk:(b + 1) bk]^T for every (head n, block b), 0 past S:
+    _blocks_transposed (the NumPy reference) on every core. x (N, S, d), out (N, nb, d, bk)."""
+    N, S, d = x.shape
+    nb, bk = out.shape[1], out.shape[3]
+    for item in prange(N * nb):
+        n = item // nb
+        b = item % nb
+        for e in range(d):
+            for c in range(bk):
+                j = b * bk + c
+                out[n, b, e, c] = scale * x[n, j, e] if j < S else 0.0
 
 
 def _softmax_forward_kernel(x, out, rows_per_item, empty_nan):
@@ -507,6 +525,7 @@ def _compiled():
     _start_threads()
 
     return {"forward": jit(_forward_kernel), "backward": jit(_backward_kernel),
+            "pack": jit(_pack_kernel),
             "softmax_forward": jit(_softmax_forward_kernel),
             "softmax_backward": jit(_softmax_backward_kernel)}
 
@@ -627,6 +646,13 @@ def _bias_view(bias, N, L, S, dtype):
     return view, True
 
 
+def _pack(kernels, x, n_blocks: int, block: int, dtype, scale: float):
+    """_blocks_transposed(x, n_blocks, block, dtype, scale) by the parallel pack kernel."""
+    out = np.empty((x.shape[0], n_blocks, x.shape[2], block), dtype)
+    kernels["pack"](np.ascontiguousarray(x, dtype=dtype), dtype.type(scale), out)
+    return out
+
+
 def _blocks(n: int, block) -> tuple[int, int]:
     """(block size, number of blocks) for n rows; a block never exceeds n."""
     block = int(block)
@@ -656,14 +682,15 @@ def flash_forward(q, k, v, scale, bias=None, is_causal=False, block_q=64, block_
     S, Ev = k.shape[1], v.shape[2]
     bq, nqb = _blocks(L, block_q)
     bk, nkb = _blocks(S, block_k)
-    qs = _padded(q, nqb * bq, work, scale=work.type(scale))  # (N, Lp, E) = scale q
-    kt = _blocks_transposed(k, nkb, bk, work, scale=LOG2E)  # (N, nkb, E, bk), base-2 scores
+    qp = _padded(q, nqb * bq, work)  # (N, Lp, E): no copy when L fills whole blocks
     vp = _padded(v, nkb * bk, work)  # (N, Sp, Ev)
     bias3, has_bias = _bias_view(bias, N, L, S, work)
     out = np.empty((N, L, Ev), work)
     lse = np.empty((N, L), work)
     with _launch():
-        kernels["forward"](qs, kt, vp, bias3, has_bias, bool(is_causal), L, S, _zigzag(nqb),
+        # (N, nkb, E, bk): scale log2(e) k, so that q_i kt_j is the scores in base 2
+        kt = _pack(kernels, k, nkb, bk, work, float(scale) * LOG2E)
+        kernels["forward"](qp, kt, vp, bias3, has_bias, bool(is_causal), L, S, _zigzag(nqb),
                            out, lse)
     return out.astype(q.dtype, copy=False), lse
 
@@ -696,11 +723,8 @@ def flash_backward(q, k, v, out, lse, dout, scale, bias=None, is_causal=False, b
     bq, nqb = _blocks(L, block_q)
     bk, nkb = _blocks(S, block_k)
     Lp = nqb * bq
-    scale = work.type(scale)
-    qs = _padded(q, Lp, work, scale=scale)  # (N, Lp, E) = scale q
-    ks = _padded(k, nkb * bk, work, scale=scale)  # (N, Sp, E) = scale k
-    kt = _blocks_transposed(k, nkb, bk, work, scale=LOG2E)  # (N, nkb, E, bk), base-2 scores
-    vt = _blocks_transposed(v, nkb, bk, work)  # (N, nkb, Ev, bk)
+    qp = _padded(q, Lp, work)  # (N, Lp, E): no copy when L fills whole blocks
+    kp = _padded(k, nkb * bk, work)  # (N, Sp, E)
     dout_p = _padded(dout, Lp, work)  # (N, Lp, Ev)
     D = np.zeros((N, Lp), work)
     D[:, :L] = np.einsum("nle,nle->nl", dout.astype(work, copy=False),
@@ -715,11 +739,14 @@ def flash_backward(q, k, v, out, lse, dout, scale, bias=None, is_causal=False, b
     dk = np.empty((N, S, E), work)
     dv = np.empty((N, S, Ev), work)
     with _launch():
-        kernels["backward"](qs, ks, kt, vt, dout_p, lse2, D, bias3, has_bias,
-                            bool(is_causal), L, S, bq, dq_part, dk, dv)
-    dq = dq_part[0] if G == 1 else dq_part.sum(axis=0)  # groups added in a fixed order
-    return (dq[:, :L].astype(q.dtype), dk.astype(k.dtype, copy=False),
-            dv.astype(v.dtype, copy=False))
+        kt = _pack(kernels, k, nkb, bk, work, float(scale) * LOG2E)  # (N, nkb, E, bk)
+        vt = _pack(kernels, v, nkb, bk, work, 1.0)  # (N, nkb, Ev, bk)
+        kernels["backward"](qp, kp, kt, vt, dout_p, lse2, D, bias3, has_bias,
+                            bool(is_causal), L, S, bq, work.type(scale), dq_part, dk, dv)
+    dq_sum = dq_part[0] if G == 1 else dq_part.sum(axis=0)  # groups added in a fixed order
+    dq = np.empty((N, L, E), q.dtype)
+    np.multiply(dq_sum[:, :L], work.type(scale), out=dq, casting="unsafe")  # dq = scale ds k
+    return dq, dk.astype(k.dtype, copy=False), dv.astype(v.dtype, copy=False)
 
 
 def softmax_forward(x, out=None, empty_rows="zero"):
