@@ -476,7 +476,7 @@ def _flash_peak_bytes(monkeypatch, L: int, seed: int):
     """(q, k, v, out, peak): flash forward+backward at B = H = 1, L = S, E = 64, float32,
     with the library's own tile sizes, and the tracemalloc peak of the two."""
     monkeypatch.setattr(flash, "BLOCK_Q", 64)
-    monkeypatch.setattr(flash, "BLOCK_K", 64)
+    monkeypatch.setattr(flash, "BLOCK_K", 128)
     rng = np.random.default_rng(seed)
     q, k, v = (ma.tensor(rng.standard_normal((1, 1, L, 64)).astype(np.float32),
                          requires_grad=True) for _ in range(3))

@@ -285,11 +285,10 @@ def _backward_kernel(qp, kp, kt, vt, dout, lse2, D, bias, has_bias, is_causal, L
                 for each query block i (i >= j if causal):
                     p = 2^(q_i kt_j + log2(e) bias_ij - lse2_i)    BLAS (bq, E) x (E, bk)
                     dv_j += p^T dout_i                          BLAS (bk, bq) x (bq, Ev)
-                    ds = p * (dout_i vt_j - D_i)                BLAS (bq, Ev) x (Ev, bk)
+                    ds = scale p * (dout_i vt_j - D_i)          BLAS (bq, Ev) x (Ev, bk)
                     dk_j += ds^T q_i                            BLAS (bk, bq) x (bq, E)
                     dq_part[g]_i += ds k_j                      BLAS (bq, bk) x (bk, E)
-                dk_j = scale dk_j
-    (dq_part is summed over the groups and times scale by the caller.)
+    (the scale of dq = scale ds k and dk = scale ds^T q rides on ds, one multiply per score.)
     """
     N, nkb, E, bk = kt.shape
     G, _, Lp, _ = dq_part.shape
@@ -321,12 +320,12 @@ def _backward_kernel(qp, kp, kt, vt, dout, lse2, D, bias, has_bias, is_causal, L
                 for r in range(bq):
                     D_r = D[n, i0 + r]
                     for c in range(bk):
-                        dp[r, c] = s[r, c] * (dp[r, c] - D_r)  # ds
-                _gemm_acc(dp.T, q_i, dk_j)  # (bk, E) dk_j += ds^T q_i
-                _gemm_acc(dp, kp[n, j0:j0 + bk], dq_g[i0:i0 + bq])  # (bq, E) dq_i += ds k_j
+                        dp[r, c] = scale * s[r, c] * (dp[r, c] - D_r)  # scale ds
+                _gemm_acc(dp.T, q_i, dk_j)  # (bk, E) dk_j += scale ds^T q_i
+                _gemm_acc(dp, kp[n, j0:j0 + bk], dq_g[i0:i0 + bq])  # (bq, E) dq_i += scale ds k_j
             for c in range(min(bk, S - j0)):
                 for e in range(E):
-                    dk[n, j0 + c, e] = scale * dk_j[c, e]
+                    dk[n, j0 + c, e] = dk_j[c, e]
                 for e in range(Ev):
                     dv[n, j0 + c, e] = dv_j[c, e]
 
@@ -743,10 +742,9 @@ def flash_backward(q, k, v, out, lse, dout, scale, bias=None, is_causal=False, b
         vt = _pack(kernels, v, nkb, bk, work, 1.0)  # (N, nkb, Ev, bk)
         kernels["backward"](qp, kp, kt, vt, dout_p, lse2, D, bias3, has_bias,
                             bool(is_causal), L, S, bq, work.type(scale), dq_part, dk, dv)
-    dq_sum = dq_part[0] if G == 1 else dq_part.sum(axis=0)  # groups added in a fixed order
-    dq = np.empty((N, L, E), q.dtype)
-    np.multiply(dq_sum[:, :L], work.type(scale), out=dq, casting="unsafe")  # dq = scale ds k
-    return dq, dk.astype(k.dtype, copy=False), dv.astype(v.dtype, copy=False)
+    dq = dq_part[0] if G == 1 else dq_part.sum(axis=0)  # groups added in a fixed order
+    return (np.ascontiguousarray(dq[:, :L], dtype=q.dtype), dk.astype(k.dtype, copy=False),
+            dv.astype(v.dtype, copy=False))
 
 
 def softmax_forward(x, out=None, empty_rows="zero"):
