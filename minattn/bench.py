@@ -56,7 +56,8 @@ DEFAULT_SHAPES = {"cpu": "1x512,1x1024,1x2048,1x4096,8x512,8x1024,8x2048,8x4096"
 QUICK_SHAPES = "1x64,2x128"
 LONG_LENGTHS = (4096, 8192, 16384)
 SETTLE_S = 0.15  # pause before each timed call (see _timed)
-WARM_S = 0.25  # cases faster than this run once more, untimed, after the pause
+WARM_S = 0.25  # cases faster than this run again, untimed, after the pause...
+WARM_BUSY_S = 0.1  # ...for this long
 
 
 def add_arguments(parser) -> None:
@@ -108,17 +109,22 @@ def _timed(fn, sync, previous=None, settle: float = SETTLE_S) -> float:
     """Seconds fn takes, when the machine is settled.
 
     First a pause: the threads of the previous case spin for a while after their work
-    (OpenBLAS's for up to 2^28 cycles, about 0.1 s; PyTorch's OpenMP for less), and on a
-    small machine that spinning would be charged to this case. A pause lets idle threads
-    and cores fall asleep, though, and waking them costs a few milliseconds on a virtual
-    machine; so a case that took under WARM_S last time runs once untimed before it is
-    timed.
+    (OpenBLAS's for up to 2^28 cycles, about 0.1 s, unless blas.short_spin_wait shortened
+    it; PyTorch's OpenMP for less), and on a small machine that spinning would be charged
+    to this case. A pause lets idle threads and cores fall asleep, though, and on a virtual
+    machine they take tens of milliseconds of work to come back to speed (one 8 ms case
+    measured 20 ms right after a pause and a single warm-up call); so a case that took
+    under WARM_S last time runs untimed until WARM_BUSY_S of work has passed, then is timed.
     """
     sync()
     time.sleep(settle)
     if previous is None or previous < WARM_S:
-        fn()
-        sync()
+        busy = time.perf_counter() + WARM_BUSY_S
+        while True:
+            fn()
+            sync()
+            if time.perf_counter() >= busy:
+                break
     start = time.perf_counter()
     fn()
     sync()

@@ -49,7 +49,9 @@ def test_short_spin_wait_keeps_blas_working():
 
 
 @pytest.mark.skipif(not nk.available(), reason="numba kernels unavailable")
-def test_numba_threads_start_without_leaving_omp_wait_policy_set():
+def test_the_kernels_leave_openmp_settings_alone():
+    """OMP_WAIT_POLICY belongs to the program: numba may share its OpenMP runtime with
+    PyTorch, whose speed depends on it."""
     code = textwrap.dedent("""
         import os
         os.environ.pop("OMP_WAIT_POLICY", None)

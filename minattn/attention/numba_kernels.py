@@ -51,7 +51,7 @@ import threading
 
 import numpy as np
 
-from .. import blas
+from .. import blas, parallel
 
 prange = range  # replaced by numba.prange when the kernels are compiled (see _compiled)
 
@@ -344,34 +344,33 @@ def _pack_kernel(x, scale, out):
                 out[n, b, e, c] = scale * x[n, j, e] if j < S else 0.0
 
 
-def _softmax_forward_kernel(x, out, rows_per_item, empty_nan):
-    """out = softmax of each row of x (R, C). Loop nest::
+def _softmax_forward_kernel(x, out, empty_nan):
+    """out = softmax of each row of x (R, C), on the calling thread. Loop nest::
 
-        prange over blocks of rows:  for each row: m = max(x); e = exp(x - m); out = e / sum(e)
+        for each row: m = max(x); e = exp(x - m); out = e / sum(e)
 
     (exp(x - m) computed as 2^(log2(e) x - log2(e) m), see _exp2.) A row holding NaN or +inf
     gives NaN, as x - max x does in NumPy; a row of all -inf gives NaN if empty_nan, else 0.
     The fast-math max and exp2 assume no NaN, so such rows are found and filled first.
+    softmax_forward runs blocks of rows on the threads of minattn/parallel.py.
     """
     R, C = x.shape
-    n_items = (R + rows_per_item - 1) // rows_per_item
-    for item in prange(n_items):
-        scalars = np.empty(2, x.dtype)  # the row's shift and 1 / sum, in the row's dtype
-        for r in range(item * rows_per_item, min(R, (item + 1) * rows_per_item)):
-            row = out[r]
-            m = _row_max(x[r])
-            if m == np.inf or _count_nan(x[r]) > 0 or (m == -np.inf and empty_nan):
-                for c in range(C):
-                    row[c] = np.nan
-                continue
-            scalars[0] = LOG2E * m if m > -np.inf else 0.0  # a row of all -inf: exp(-inf) = 0
+    scalars = np.empty(2, x.dtype)  # the row's shift and 1 / sum, in the row's dtype
+    for r in range(R):
+        row = out[r]
+        m = _row_max(x[r])
+        if m == np.inf or _count_nan(x[r]) > 0 or (m == -np.inf and empty_nan):
             for c in range(C):
-                row[c] = x[r, c] * LOG2E
-            total = _exp2_shifted(row, scalars[0])
-            scalars[1] = 1.0 / total if total > 0 else 0.0
-            inv = scalars[1]
-            for c in range(C):
-                row[c] *= inv
+                row[c] = np.nan
+            continue
+        scalars[0] = LOG2E * m if m > -np.inf else 0.0  # a row of all -inf: exp(-inf) = 0
+        for c in range(C):
+            row[c] = x[r, c] * LOG2E
+        total = _exp2_shifted(row, scalars[0])
+        scalars[1] = 1.0 / total if total > 0 else 0.0
+        inv = scalars[1]
+        for c in range(C):
+            row[c] *= inv
 
 
 def _is_nan(x):
@@ -388,21 +387,19 @@ def _count_nan(row):
     return n
 
 
-def _softmax_backward_kernel(y, dy, dx, rows_per_item):
-    """dx = y * (dy - sum(dy * y)) for each row of y, dy (R, C). Loop nest::
+def _softmax_backward_kernel(y, dy, dx):
+    """dx = y * (dy - sum(dy * y)) for each row of y, dy (R, C), on the calling thread::
 
-        prange over blocks of rows:  for each row: d = sum_c dy_c y_c; dx_c = y_c (dy_c - d)
+        for each row: d = sum_c dy_c y_c; dx_c = y_c (dy_c - d)
     """
     # Forward was y = softmax(x); its Jacobian diag(y) - y y^T gives dx = y * (dy - dy . y).
     R, C = y.shape
-    n_items = (R + rows_per_item - 1) // rows_per_item
-    for item in prange(n_items):
-        for r in range(item * rows_per_item, min(R, (item + 1) * rows_per_item)):
-            d = 0.0
-            for c in range(C):
-                d += dy[r, c] * y[r, c]
-            for c in range(C):
-                dx[r, c] = y[r, c] * (dy[r, c] - d)
+    for r in range(R):
+        d = np.float32(0.0)  # float64 for float64 rows (numba unifies the two)
+        for c in range(C):
+            d += dy[r, c] * y[r, c]
+        for c in range(C):
+            dx[r, c] = y[r, c] * (dy[r, c] - d)
 
 
 # -- compiling: numba is imported here, on first use ------------------------------------------
@@ -521,36 +518,13 @@ def _compiled():
     def jit(fn):
         return numba.njit(parallel=True, cache=True, **options)(fn)
 
-    _start_threads()
+    def jit_nogil(fn):  # one thread each; called from minattn/parallel.py's threads
+        return numba.njit(nogil=True, cache=True, **options)(fn)
 
     return {"forward": jit(_forward_kernel), "backward": jit(_backward_kernel),
             "pack": jit(_pack_kernel),
-            "softmax_forward": jit(_softmax_forward_kernel),
-            "softmax_backward": jit(_softmax_backward_kernel)}
-
-
-def _start_threads() -> None:
-    """Start numba's threads now, with OpenMP's idle threads sleeping rather than spinning.
-
-    Between two parallel regions GNU OpenMP keeps its threads spinning, by default for
-    300000 rounds of a pause instruction, which on recent Intel CPUs is tens of
-    milliseconds. A matrix product that follows a kernel then shares the cores with them:
-    after the softmax backward kernel, the two products of fused attention's backward
-    measured 35-90% slower (H = 1, L = 2048). OMP_WAIT_POLICY=passive, set only while
-    numba loads its OpenMP runtime (which reads it once, then), stops that without
-    touching other OpenMP runtimes (PyTorch's, for one). An OMP_WAIT_POLICY that the
-    environment sets is left as it is.
-    """
-    import numba
-
-    unset = "OMP_WAIT_POLICY" not in os.environ
-    if unset:
-        os.environ["OMP_WAIT_POLICY"] = "passive"
-    try:
-        numba.get_num_threads()  # loads the threading layer and starts its threads
-    finally:
-        if unset:
-            os.environ.pop("OMP_WAIT_POLICY", None)
+            "softmax_forward": jit_nogil(_softmax_forward_kernel),
+            "softmax_backward": jit_nogil(_softmax_backward_kernel)}
 
 
 _launch_lock = threading.Lock()
@@ -762,8 +736,9 @@ def softmax_forward(x, out=None, empty_rows="zero"):
     x2 = np.ascontiguousarray(x, dtype=work).reshape(-1, x.shape[-1] if x.ndim else 1)
     into = out is not None and out.dtype == work and out.flags.c_contiguous
     out2 = out.reshape(x2.shape) if into else np.empty_like(x2)
-    with _launch():
-        kernels["softmax_forward"](x2, out2, _rows_per_item(x2.shape), empty_rows == "nan")
+    nan = empty_rows == "nan"
+    _over_rows(lambda r0, r1: kernels["softmax_forward"](x2[r0:r1], out2[r0:r1], nan),
+               x2.shape[0])
     if into:
         return out
     if out is None:
@@ -787,8 +762,8 @@ def softmax_backward(y, dy, out=None):
     dy2 = np.ascontiguousarray(dy, dtype=work).reshape(shape2)
     into = out is not None and out.dtype == work and out.flags.c_contiguous
     out2 = out.reshape(y2.shape) if into else np.empty_like(y2)
-    with _launch():
-        kernels["softmax_backward"](y2, dy2, out2, _rows_per_item(y2.shape))
+    _over_rows(lambda r0, r1: kernels["softmax_backward"](y2[r0:r1], dy2[r0:r1], out2[r0:r1]),
+               y2.shape[0])
     if into:
         return out
     if out is None:
@@ -797,6 +772,14 @@ def softmax_backward(y, dy, out=None):
     return out
 
 
-def _rows_per_item(shape) -> int:
-    """Rows per prange item: about 64k elements, so scratch and scheduling amortize."""
-    return max(1, min(max(shape[0], 1), 65536 // max(shape[1], 1)))
+def _over_rows(run, R: int) -> None:
+    """run(r0, r1) on one run of rows per thread (minattn/parallel.py's pool).
+
+    The row kernels are plain (not prange) and release the GIL, so they share the pool of
+    the NumPy row blocks and large elementwise ops: no OpenMP threads are left spinning
+    between a kernel and the matrix product that follows it (numba's OpenMP runtime may be
+    PyTorch's, whose idle threads spin; fused attention measured 25-35% slower that way).
+    """
+    threads = max(1, min(parallel.num_threads(), R))
+    step = -(-R // threads)
+    parallel.each(lambda r0: run(r0, min(R, r0 + step)), range(0, R, step), threads)
