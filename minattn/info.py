@@ -6,7 +6,7 @@ import importlib.metadata
 import os
 import platform
 
-from . import backend
+from . import backend, parallel
 
 
 def _version(dist: str) -> str:
@@ -21,6 +21,15 @@ def _numba_kernels() -> str:
 
     ok, why = numba_kernels.numba_status()
     return ("numba: " if ok else "NumPy reference: ") + why
+
+
+def _row_kernels() -> str:
+    from .attention import numba_kernels
+
+    forced = os.environ.get("MINATTN_ROW_KERNELS")
+    if forced:
+        return f"{forced} (MINATTN_ROW_KERNELS)"
+    return "numba kernel" if numba_kernels.available() else "NumPy, in blocks of rows"
 
 
 def collect() -> dict:
@@ -41,6 +50,9 @@ def collect() -> dict:
         "torch (tests, benchmarks only)": _version("torch"),
         "flash kernels, cpu": _numba_kernels(),
         "flash kernels, cuda": "CuPy RawKernels" if cuda_ok else "unavailable (no CUDA)",
+        "row softmax, cpu": _row_kernels(),
+        "cpu threads (elementwise, rows)": f"{parallel.num_threads()} (MINATTN_NUM_THREADS "
+                                           "sets them)",
         "device cpu": "available (NumPy)",
         "device cuda": ("available: " if cuda_ok else "unavailable: ") + cuda_why,
         "default device": backend.default_device(),

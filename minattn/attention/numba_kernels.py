@@ -12,8 +12,9 @@ equal) and return the same arrays::
 (The default key block is 128 here: on the CPU that tiling measured a few percent faster
 than 64; any block sizes give the same results up to rounding.)
 
-``softmax_forward(x)`` and ``softmax_backward(out, dout)`` are the row softmax of the last
-axis and its backward, ``dx = y * (dy - sum(dy * y))``.
+``softmax_forward(x)`` and ``softmax_backward(y, dy)`` are the row softmax of the last
+axis and its backward, ``dx = y * (dy - sum(dy * y))``; ops/rowwise.py calls them for the
+Softmax op and fused attention.
 
 How they are fast, and what that costs in reading:
 
@@ -22,15 +23,17 @@ How they are fast, and what that costs in reading:
   tiles. The Python wrapper lays the operands out so that every product is a plain or
   transposed product of contiguous blocks: q padded to whole blocks, and k, v cut into key
   blocks stored transposed, (E, block_k) each (``_pack_kernel``, with scale log2(e) folded
-  into k's blocks). Small tiles (64 x 128) keep
-  each product on OpenBLAS's fast path for small matrices.
+  into k's blocks). Small tiles (64 x 128) keep each product on OpenBLAS's fast path for
+  small matrices.
 - ``exp`` is computed as ``exp2`` by code that LLVM can vectorize (``_exp2``): numba has
   no vector exp without Intel's SVML, and a scalar libm exp per score would cost as much as
   the products themselves. The scores are kept in base 2 (times log2(e)) to make that cheap.
 - ``prange`` runs (batch*head, query block) tiles in parallel in the forward, and
   (batch*head, group of key blocks) in the backward, so that dK and dV of a key block are
   summed by one thread in a fixed order (deterministic results); dQ is summed per group
-  and the groups are added up at the end, in order.
+  and the groups are added up at the end, in order. The row softmax kernels are plain
+  loops that release the GIL, run on minattn/parallel.py's threads (one run of rows
+  each): OpenMP threads would be left spinning into the matrix product that follows.
 - While a kernel runs, BLAS is held to one thread: each numba thread calls it on small
   tiles, and a multithreaded BLAS inside numba's threads oversubscribes the cores (or,
   with some OpenMP runtimes, deadlocks).
