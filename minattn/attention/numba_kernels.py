@@ -737,17 +737,7 @@ def softmax_forward(x, out=None, empty_rows="zero"):
         raise ValueError(f"empty_rows must be 'nan' or 'zero', got {empty_rows!r}")
     work = np.dtype(np.float64 if x.dtype == np.float64 else np.float32)
     x2 = np.ascontiguousarray(x, dtype=work).reshape(-1, x.shape[-1] if x.ndim else 1)
-    into = out is not None and out.dtype == work and out.flags.c_contiguous
-    out2 = out.reshape(x2.shape) if into else np.empty_like(x2)
-    nan = empty_rows == "nan"
-    _over_rows(lambda r0, r1: kernels["softmax_forward"](x2[r0:r1], out2[r0:r1], nan),
-               x2.shape[0])
-    if into:
-        return out
-    if out is None:
-        return out2.reshape(x.shape).astype(x.dtype, copy=False)
-    out[...] = out2.reshape(x.shape)
-    return out
+    return _rows(kernels["softmax_forward"], [x2], out, x, empty_rows == "nan")
 
 
 def softmax_backward(y, dy, out=None):
@@ -763,15 +753,23 @@ def softmax_backward(y, dy, out=None):
     shape2 = (-1, y.shape[-1] if y.ndim else 1)
     y2 = np.ascontiguousarray(y, dtype=work).reshape(shape2)
     dy2 = np.ascontiguousarray(dy, dtype=work).reshape(shape2)
-    into = out is not None and out.dtype == work and out.flags.c_contiguous
-    out2 = out.reshape(y2.shape) if into else np.empty_like(y2)
-    _over_rows(lambda r0, r1: kernels["softmax_backward"](y2[r0:r1], dy2[r0:r1], out2[r0:r1]),
-               y2.shape[0])
+    return _rows(kernels["softmax_backward"], [y2, dy2], out, y)
+
+
+def _rows(kernel, rows: list, out, like, *extra):
+    """kernel(*row blocks of the 2-D arrays rows, the same block of the result, *extra) over
+    every row; the result in out (written directly when it is C-ordered in the working
+    dtype) or in a new array of like's shape and dtype."""
+    work = rows[0]
+    into = out is not None and out.dtype == work.dtype and out.flags.c_contiguous
+    out2 = out.reshape(work.shape) if into else np.empty_like(work)
+    _over_rows(lambda r0, r1: kernel(*(a[r0:r1] for a in rows), out2[r0:r1], *extra),
+               work.shape[0])
     if into:
         return out
     if out is None:
-        return out2.reshape(y.shape).astype(y.dtype, copy=False)
-    out[...] = out2.reshape(y.shape)
+        return out2.reshape(like.shape).astype(like.dtype, copy=False)
+    out[...] = out2.reshape(like.shape)
     return out
 
 
