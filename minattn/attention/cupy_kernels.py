@@ -40,6 +40,17 @@ _FLASH_SOURCE = r"""
 //     per CHUNK of keys: m_new = max(m, max_j s_j); alpha = exp(m - m_new)
 //                        l = alpha l + sum_j exp(s_j - m_new); acc = alpha acc + sum_j p_j v_j
 //   out_i = acc / l, lse_i = m + log(l); a row with every key masked: out 0, lse -inf.
+// tile[r][e] = src[n, r0 + r, e] for the TILE rows from r0 of head n's (rows, width) matrix,
+// 0 past its last row; the block's threads share the copy. (A (TILE, width) tile and the rows
+// it copies are each contiguous, so row r, column e is entry r * width + e of both.)
+__device__ inline void load_tile(const T* __restrict__ src, long long n, int rows, int r0,
+                                 int width, T* tile) {
+    const long long base = (n * rows + r0) * (long long)width;
+    const int valid = min(TILE, rows - r0) * width;
+    for (int t = threadIdx.x; t < TILE * width; t += THREADS)
+        tile[t] = t < valid ? src[base + t] : (T)0;
+}
+
 extern "C" __global__ void __launch_bounds__(THREADS) flash_fwd(
         const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
         const T* __restrict__ bias, long long bias_n, long long bias_l, long long bias_s,
@@ -60,14 +71,8 @@ extern "C" __global__ void __launch_bounds__(THREADS) flash_fwd(
     const int keys = is_causal ? min(S, (blk + 1) * THREADS) : S;
     for (int j0 = 0; j0 < keys; j0 += TILE) {
         __syncthreads();
-        for (int t = threadIdx.x; t < TILE * DIM_E; t += THREADS) {
-            const int j = j0 + t / DIM_E;
-            k_tile[t / DIM_E][t % DIM_E] = j < S ? k[(n * S + j) * DIM_E + t % DIM_E] : (T)0;
-        }
-        for (int t = threadIdx.x; t < TILE * DIM_EV; t += THREADS) {
-            const int j = j0 + t / DIM_EV;
-            v_tile[t / DIM_EV][t % DIM_EV] = j < S ? v[(n * S + j) * DIM_EV + t % DIM_EV] : (T)0;
-        }
+        load_tile(k, n, S, j0, DIM_E, &k_tile[0][0]);
+        load_tile(v, n, S, j0, DIM_EV, &v_tile[0][0]);
         __syncthreads();
         if (!row) continue;
         for (int c0 = 0; c0 < TILE; c0 += CHUNK) {
@@ -126,14 +131,8 @@ extern "C" __global__ void __launch_bounds__(THREADS) flash_bwd_dq(
     const int keys = is_causal ? min(S, (blk + 1) * THREADS) : S;
     for (int j0 = 0; j0 < keys; j0 += TILE) {
         __syncthreads();
-        for (int t = threadIdx.x; t < TILE * DIM_E; t += THREADS) {
-            const int j = j0 + t / DIM_E;
-            k_tile[t / DIM_E][t % DIM_E] = j < S ? k[(n * S + j) * DIM_E + t % DIM_E] : (T)0;
-        }
-        for (int t = threadIdx.x; t < TILE * DIM_EV; t += THREADS) {
-            const int j = j0 + t / DIM_EV;
-            v_tile[t / DIM_EV][t % DIM_EV] = j < S ? v[(n * S + j) * DIM_EV + t % DIM_EV] : (T)0;
-        }
+        load_tile(k, n, S, j0, DIM_E, &k_tile[0][0]);
+        load_tile(v, n, S, j0, DIM_EV, &v_tile[0][0]);
         __syncthreads();
         if (!live) continue;
         for (int c = 0; c < TILE; ++c) {
@@ -177,15 +176,8 @@ extern "C" __global__ void __launch_bounds__(THREADS) flash_bwd_dkdv(
     const int first = is_causal ? blk * THREADS / TILE * TILE : 0;
     for (int i0 = first; i0 < L; i0 += TILE) {
         __syncthreads();
-        for (int t = threadIdx.x; t < TILE * DIM_E; t += THREADS) {
-            const int i = i0 + t / DIM_E;
-            q_tile[t / DIM_E][t % DIM_E] = i < L ? q[(n * L + i) * DIM_E + t % DIM_E] : (T)0;
-        }
-        for (int t = threadIdx.x; t < TILE * DIM_EV; t += THREADS) {
-            const int i = i0 + t / DIM_EV;
-            dout_tile[t / DIM_EV][t % DIM_EV] =
-                i < L ? dout[(n * L + i) * DIM_EV + t % DIM_EV] : (T)0;
-        }
+        load_tile(q, n, L, i0, DIM_E, &q_tile[0][0]);
+        load_tile(dout, n, L, i0, DIM_EV, &dout_tile[0][0]);
         for (int t = threadIdx.x; t < TILE; t += THREADS) {
             const int i = i0 + t;
             lse_tile[t] = i < L ? lse[n * L + i] : NEG_INF;
