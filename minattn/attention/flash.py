@@ -32,6 +32,7 @@ import math
 from .. import backend
 from ..core import Function
 from ..ops.arithmetic import unbroadcast
+from .masks import finite_or_zero
 
 BLOCK_Q = 64  # rows of queries per tile; read at call time, so tests may shrink them
 BLOCK_K = 128  # keys per tile (on the CPU, 64 x 128 tiles measured fastest; see numba_kernels)
@@ -73,7 +74,7 @@ def flash_forward(q, k, v, scale, bias=None, is_causal=False, block_q=64, block_
             s = _tile_scores(q_i, k[:, j0:j1].astype(work, copy=False), scale, bias,
                              is_causal, i0, i1, j0, j1)  # (N, bq, bk)
             m_new = xp.maximum(m, s.max(axis=-1))  # (N, bq)
-            m_safe = _finite_or_zero(m_new)  # a row masked so far has m_new = -inf
+            m_safe = finite_or_zero(m_new)  # a row masked so far has m_new = -inf
             p = xp.exp(s - m_safe[..., None])  # (N, bq, bk)
             alpha = xp.exp(m - m_safe)  # (N, bq): moves old sums from exp(-m) to exp(-m_new)
             l = alpha * l + p.sum(axis=-1)  # (N, bq)
@@ -181,11 +182,6 @@ def _tile_scores(q_i, k_j, scale, bias, is_causal, i0, i1, j0, j1):
         after = xp.arange(j0, j1)[None, :] > xp.arange(i0, i1)[:, None]  # (bq, bk)
         s = xp.where(after, xp.asarray(-xp.inf, s.dtype), s)
     return s
-
-
-def _finite_or_zero(m):
-    xp = backend.get_array_module(m)
-    return xp.where(xp.isfinite(m), m, xp.zeros((), m.dtype))
 
 
 def _keys_end(S: int, i1: int, is_causal: bool) -> int:

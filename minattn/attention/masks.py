@@ -122,6 +122,12 @@ def safe_row_max(scores):
     if scores.shape[-1] == 0:  # no keys at all: nothing to shift
         return xp.zeros((*scores.shape[:-1], 1), scores.dtype)
     m = parallel.reduce("max", scores, (scores.ndim - 1,), keepdims=True)  # (..., L, 1)
+    return finite_or_zero(m)
+
+
+def finite_or_zero(m):
+    """m with -inf (a row that every key is masked out of, so far) replaced by 0."""
+    xp = backend.get_array_module(m)
     return xp.where(xp.isfinite(m), m, xp.zeros((), m.dtype))
 
 
