@@ -541,6 +541,45 @@ def write_figures(out: Path, results: list[dict], log=print) -> list[Path]:
             viz.attention_maps(probs.data[0], tokens, path=path,
                                title=f"layer {i}, scale {scale_label(r['config']['scale'])}")
             paths.append(path)
+        paths += gradient_figures(out, r)
+    return paths
+
+
+def gradient_figures(out: Path, result: dict) -> list[Path]:
+    """P, dP and dS of head 0 in every layer of a run's final model, for one held-out
+    sequence and its loss: where the trained model's gradient flows, and where a saturated
+    softmax stops it (viz.plot_attention_gradients)."""
+    from . import viz
+
+    model, task = result["model"], result["task"]
+    config = TrainConfig(**result["config"])
+    inputs, targets = eval_batch(task, config)
+    attns = [block.attn for block in model.blocks]
+    model.eval()
+    for attn in attns:
+        attn.record = True
+    try:
+        loss, _, _ = loss_and_accuracy(model, task, inputs[:1], targets[:1])
+        loss.backward()  # fills each recorded heads.grad with dO
+    finally:
+        model.train()
+        for attn in attns:
+            attn.record = False
+    tokens = task.decode(inputs[0])
+    label = scale_label(config.scale)
+    paths = []
+    for i, attn in enumerate(attns):
+        rec, attn.recorded = attn.recorded, None
+        if rec["attn_mask"] is not None or rec["heads"].grad is None:
+            continue  # a mask is not drawn; no gradient reached this layer
+        path = out / f"gradients_{_slug(label)}_layer{i}.png"
+        viz.plot_attention_gradients(
+            rec["q"].data[0, 0], rec["k"].data[0, 0], rec["v"].data[0, 0],
+            rec["heads"].grad.data[0, 0], scale=rec["scale"], is_causal=rec["is_causal"],
+            tokens=tokens, path=path, title=f"layer {i}, head 0, scale {label}")
+        paths.append(path)
+    for p in model.parameters():
+        p.grad = None  # the figure's backward pass is not training
     return paths
 
 

@@ -210,3 +210,24 @@ def test_parameters_and_errors():
         mha(ma.randn(1, 2, 3, 8))
     with pytest.raises(ValueError, match=r"key and value"):
         mha(ma.randn(2, 3, 8), ma.randn(2, 4, 8), ma.randn(2, 5, 8))
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_record_keeps_q_k_v_and_the_heads_gradient(rng, impl):
+    """record=True: after backward, recorded heads.grad is dO, here worked out by hand from
+    out = merge(heads) W^T + b: d merge = g W, then split back into heads."""
+    mha = make_mha(E=8, H=2, impl=impl)
+    x = ma.tensor(rng.standard_normal((2, 5, 8)), dtype="float64", requires_grad=True)
+    g = rng.standard_normal((2, 5, 8))
+    mha.record = True
+    out, _ = mha(x, is_causal=True)
+    (out * ma.tensor(g)).sum().backward()
+    rec = mha.recorded
+    assert rec["is_causal"] and rec["scale"] == pytest.approx(0.5)  # 1/sqrt(D), D = 4
+    assert rec["q"].shape == rec["k"].shape == rec["v"].shape == (2, 2, 5, 4)
+    dmerged = g @ mha.out_proj.weight.numpy()  # (B, L, E)
+    want = dmerged.reshape(2, 5, 2, 4).swapaxes(1, 2)  # (B, H, L, D)
+    np.testing.assert_allclose(rec["heads"].grad.numpy(), want, rtol=1e-12, atol=1e-12)
+    mha.record, mha.recorded = False, None
+    mha(x)
+    assert mha.recorded is None  # off: nothing kept

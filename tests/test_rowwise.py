@@ -149,6 +149,7 @@ def _child(queue):
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@pytest.mark.filterwarnings("ignore:.*multi-threaded.*fork:DeprecationWarning")  # 3.12+
 def test_the_thread_pool_survives_a_fork(monkeypatch):
     """A forked child has no threads: the pool is made anew there instead of hanging."""
     monkeypatch.setenv("MINATTN_ROW_KERNELS", "numpy")

@@ -210,6 +210,7 @@ def test_cli_quick_run_with_figures(tmp_path, capsys):
     assert "held-out token accuracy" in out and "steps to 99%" in out
     assert (tmp_path / "metrics.json").exists() and (tmp_path / "training_curves.png").exists()
     assert (tmp_path / "attention_1_sqrtd_layer0.png").exists()
+    assert (tmp_path / "gradients_1_sqrtd_layer0.png").exists()  # P, dP, dS of the model
 
 
 def test_cli_stop_and_resume(tmp_path, capsys):

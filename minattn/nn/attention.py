@@ -34,6 +34,11 @@ class MultiHeadAttention(Module):
     broadcastable to (B, H, L, S). ``weights`` is None unless ``need_weights=True``; then
     it is the per-head attention (B, H, L, S), not averaged over the heads.
 
+    ``record = True`` keeps, after each call, ``recorded``: the heads' q, k, v (B, H, ., D),
+    their output ``heads`` (B, H, L, D), whose ``.grad`` after a backward pass is dO, and the
+    call's ``is_causal``, ``attn_mask`` and scale: what ``viz.plot_attention_gradients``
+    needs to draw P, dP and dS of a trained model (``minattn train`` does).
+
     >>> mha = MultiHeadAttention(16, num_heads=4)
     >>> out, _ = mha(ma.randn(2, 5, 16), is_causal=True)
     >>> out.shape
@@ -49,6 +54,7 @@ class MultiHeadAttention(Module):
         self.embed_dim, self.num_heads = embed_dim, num_heads
         self.head_dim = embed_dim // num_heads
         self.scale, self.impl = scale, impl
+        self.record, self.recorded = False, None  # see the class docstring
         self.q_proj = Linear(embed_dim, embed_dim, bias, device=device, dtype=dtype)
         self.k_proj = Linear(embed_dim, embed_dim, bias, device=device, dtype=dtype)
         self.v_proj = Linear(embed_dim, embed_dim, bias, device=device, dtype=dtype)
@@ -74,6 +80,12 @@ class MultiHeadAttention(Module):
         heads, weights = attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal,
                                    scale=self.scale, impl=self.impl,
                                    need_weights=need_weights)  # (B, H, L, D)
+        if self.record:
+            if heads.requires_grad:
+                heads.retain_grad()  # dO, once a backward pass has run
+            self.recorded = {"q": q, "k": k, "v": v, "heads": heads, "is_causal": is_causal,
+                             "attn_mask": attn_mask,
+                             "scale": self.head_dim**-0.5 if self.scale is None else self.scale}
         merged = heads.swapaxes(1, 2).reshape(B, L, self.embed_dim)  # (B, L, E)
         out = self.out_proj(merged)  # (B, L, E)
         if unbatched:
