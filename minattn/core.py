@@ -79,6 +79,26 @@ class Function:
         return result
 
 
+def constant_array(value, device: str, op: str, name: str, other: str):
+    """The array behind a constant argument of op (a mask, class indices): a Tensor that needs
+    no gradient, a NumPy or CuPy array, or nested lists (made on ``device``).
+
+    An array on another device than ``other`` (on ``device``) is an error naming both; so is
+    a Tensor that requires grad, since nothing would carry its gradient.
+    """
+    if isinstance(value, Tensor):
+        if value.requires_grad:
+            raise ValueError(f"{op}: {name} is a constant here and gets no gradient; pass "
+                             f"{name}.detach()")
+        value = value.data
+    elif not (backend.is_cupy_array(value) or hasattr(value, "__array__")):
+        return backend.as_array(value, device=device)  # nested lists
+    if backend.device_of(value) != device:
+        raise RuntimeError(f"{op}: {name} is on {backend.device_of(value)} but {other} is on "
+                           f"{device}")
+    return value
+
+
 def _as_tensors(inputs, op: str) -> list[Tensor]:
     """Wrap numbers and arrays as constant tensors; all inputs must share one device."""
     device = next((x.device for x in inputs if isinstance(x, Tensor)), None)

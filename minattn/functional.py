@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from . import backend
 from .attention import attention
-from .core import Tensor, _as_tensors
+from .core import Tensor, _as_tensors, constant_array
 from .nn.functional_nn import dropout, embedding, gelu, layer_norm
 from .ops import matmul
 from .ops.softmax import log_softmax, softmax
@@ -49,14 +49,7 @@ def cross_entropy(logits, target) -> Tensor:
 
 def _target_array(target, logits: Tensor):
     """Integer class indices as a backend array on the logits' device."""
-    if isinstance(target, Tensor):
-        target = target.data
-    if backend.is_cupy_array(target) or hasattr(target, "__array__"):
-        if backend.device_of(target) != logits.device:
-            raise RuntimeError(f"cross_entropy: target is on {backend.device_of(target)} but "
-                               f"logits are on {logits.device}")
-    else:
-        target = backend.as_array(target, device=logits.device)
+    target = constant_array(target, logits.device, "cross_entropy", "target", "logits")
     if target.dtype.kind not in "iu":
         raise TypeError(f"cross_entropy: target must hold integer class indices, got "
                         f"{target.dtype} with shape {tuple(target.shape)}")

@@ -335,3 +335,18 @@ def test_custom_backward_with_wrong_arity_or_shape_is_named():
         TwoForOne.apply(f64(3)).backward(np.ones(3))
     with pytest.raises(RuntimeError, match=r"WrongShape.backward.*shape \(\).*\(3,\)"):
         WrongShape.apply(f64(3)).backward(np.ones(3))
+
+
+def test_constant_array_takes_tensors_arrays_and_lists():
+    from minattn.core import constant_array
+
+    arr = np.arange(3)
+    assert constant_array(arr, "cpu", "op", "mask", "query") is arr
+    np.testing.assert_array_equal(constant_array([[1, 0]], "cpu", "op", "mask", "query"),
+                                  [[1, 0]])
+    np.testing.assert_array_equal(constant_array(ma.tensor([1.0, 2.0]), "cpu", "op", "m", "q"),
+                                  [1.0, 2.0])
+    with pytest.raises(ValueError, match=r"op: mask is a constant here .* mask.detach\(\)"):
+        constant_array(ma.tensor([1.0], requires_grad=True), "cpu", "op", "mask", "query")
+    with pytest.raises(RuntimeError, match="op: mask is on cpu but query is on cuda"):
+        constant_array(arr, "cuda", "op", "mask", "query")

@@ -12,7 +12,7 @@ import math
 import numbers
 
 from .. import backend, parallel
-from ..core import Tensor, _as_tensors
+from ..core import _as_tensors, constant_array
 
 IMPLS = ("composed", "fused", "flash")
 
@@ -66,30 +66,21 @@ def make_bias(attn_mask, batch: tuple, L: int, S: int, dtype, device,
     if attn_mask is None:
         return None
     target = (*batch, L, S)
-    if isinstance(attn_mask, Tensor):
-        mask = attn_mask
-    elif backend.is_cupy_array(attn_mask) or hasattr(attn_mask, "__array__"):
-        mask = Tensor(attn_mask)  # an array keeps its device: a mismatch is an error below
-    else:
-        mask = Tensor(backend.as_array(attn_mask, device=device))  # nested lists
-    if mask.device != device:
-        raise RuntimeError(f"{op}: attn_mask is on {mask.device} but query is on {device}")
-    if mask.requires_grad:
-        raise ValueError(f"{op}: attn_mask is a constant here and gets no gradient; pass "
-                         "mask.detach() (a learned bias belongs in the scores instead)")
+    # a learned bias belongs in the scores: a mask that requires grad is an error here
+    data = constant_array(attn_mask, device, op, "attn_mask", "query")
     try:
-        fits = backend.np.broadcast_shapes(mask.shape, target) == target
+        fits = backend.np.broadcast_shapes(data.shape, target) == target
     except ValueError:
         fits = False
     if not fits:
-        raise ValueError(f"{op}: attn_mask of shape {mask.shape} does not broadcast to the "
-                         f"scores' shape {target} (..., L, S)")
-    xp, data = backend.get_array_module(mask.data), mask.data
+        raise ValueError(f"{op}: attn_mask of shape {tuple(data.shape)} does not broadcast to "
+                         f"the scores' shape {target} (..., L, S)")
+    xp = backend.get_array_module(data)
     if data.dtype == bool:
         return xp.where(data, xp.zeros((), dtype), xp.asarray(-xp.inf, dtype))
     if not backend.is_float(data.dtype):
         raise TypeError(f"{op}: attn_mask must be boolean (True = takes part) or float "
-                        f"(added to the scores), got {data.dtype} with shape {mask.shape}")
+                        f"(added to the scores), got {data.dtype} with shape {tuple(data.shape)}")
     return data.astype(dtype, copy=False)
 
 

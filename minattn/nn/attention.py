@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from .. import backend
 from ..attention import attention
-from ..core import Tensor
+from ..core import Tensor, constant_array
 from .module import Linear, Module
 
 
@@ -119,11 +119,5 @@ class MultiHeadAttention(Module):
 def _head_broadcast(mask, device):
     """The mask as a backend array; a (B, L, S) one becomes (B, 1, L, S), the same for
     every head (it would otherwise broadcast B against H)."""
-    if isinstance(mask, Tensor):
-        if mask.requires_grad:  # make_bias would say so, but only the array reaches it
-            raise ValueError("MultiHeadAttention: attn_mask is a constant here and gets no "
-                             "gradient; pass mask.detach()")
-        mask = mask.data
-    if not (backend.is_cupy_array(mask) or hasattr(mask, "__array__")):
-        mask = backend.as_array(mask, device=device)  # nested lists
+    mask = constant_array(mask, device, "MultiHeadAttention", "attn_mask", "query")
     return mask[:, None] if mask.ndim == 3 else mask  # (B, 1, L, S)
