@@ -153,6 +153,12 @@ def is_number(x) -> bool:
     return isinstance(x, (numbers.Number, np.generic))
 
 
+def work_dtype(dtype) -> np.dtype:
+    """The dtype the kernels compute in: float64 for float64, float32 otherwise (float16
+    tiles are summed in float32, as PyTorch does)."""
+    return np.dtype(np.float64 if np.dtype(dtype) == np.float64 else np.float32)
+
+
 def is_float(dtype) -> bool:
     return np.issubdtype(np.dtype(dtype), np.floating)
 

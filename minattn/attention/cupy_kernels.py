@@ -307,8 +307,7 @@ def _module(kind: str, dtype_name: str, E: int = 1, Ev: int = 1):
 
 def _work(x):
     """float32 for float16/float32 (sums in float32), float64 for float64."""
-    cp = _cupy()
-    return cp.dtype(cp.float64) if x.dtype == cp.float64 else cp.dtype(cp.float32)
+    return backend.work_dtype(x.dtype)
 
 
 def _contiguous(x, dtype):

@@ -59,7 +59,7 @@ def flash_forward(q, k, v, scale, bias=None, is_causal=False, block_q=64, block_
     xp = backend.get_array_module(q)
     N, L, _ = q.shape
     S, Ev = k.shape[1], v.shape[2]
-    work = backend.np.promote_types(q.dtype, xp.float32)  # float16 tiles are summed in float32
+    work = backend.work_dtype(q.dtype)  # float16 tiles are summed in float32
     bias = _as_3d(bias)
     out = xp.empty((N, L, Ev), dtype=q.dtype)
     lse = xp.empty((N, L), dtype=work)
@@ -108,7 +108,7 @@ def flash_backward(q, k, v, out, lse, dout, scale, bias=None, is_causal=False, b
     xp = backend.get_array_module(q)
     N, L, E = q.shape
     S, Ev = k.shape[1], v.shape[2]
-    work = backend.np.promote_types(q.dtype, xp.float32)
+    work = backend.work_dtype(q.dtype)
     bias = _as_3d(bias)
     D = (dout.astype(work) * out.astype(work)).sum(axis=-1)  # (N, L) = rowsum(dP * P)
     # a fully masked row has lse = -inf; with +inf instead, its p = exp(s - inf) = 0

@@ -54,7 +54,7 @@ import threading
 
 import numpy as np
 
-from .. import blas, parallel
+from .. import backend, blas, parallel
 
 prange = range  # replaced by numba.prange when the kernels are compiled (see _compiled)
 
@@ -568,7 +568,7 @@ def _work_dtype(q, k, v):
         raise TypeError(f"flash attention needs float arrays, got q {q.dtype}, k {k.dtype}, "
                         f"v {v.dtype}")
     dtype = np.result_type(q.dtype, k.dtype, v.dtype)
-    return np.dtype(np.float64 if dtype == np.float64 else np.float32)  # float16: float32 sums
+    return backend.work_dtype(dtype)  # float16: float32 sums
 
 
 def _check_shapes(q, k, v, op):
@@ -735,7 +735,7 @@ def softmax_forward(x, out=None, empty_rows="zero"):
     kernels = _compiled()
     if empty_rows not in ("nan", "zero"):
         raise ValueError(f"empty_rows must be 'nan' or 'zero', got {empty_rows!r}")
-    work = np.dtype(np.float64 if x.dtype == np.float64 else np.float32)
+    work = backend.work_dtype(x.dtype)
     x2 = np.ascontiguousarray(x, dtype=work).reshape(-1, x.shape[-1] if x.ndim else 1)
     return _rows(kernels["softmax_forward"], [x2], out, x, empty_rows == "nan")
 
@@ -749,7 +749,7 @@ def softmax_backward(y, dy, out=None):
     kernels = _compiled()
     if y.shape != dy.shape:
         raise ValueError(f"softmax_backward: y {y.shape} and dy {dy.shape} differ")
-    work = np.dtype(np.float64 if y.dtype == np.float64 else np.float32)
+    work = backend.work_dtype(y.dtype)
     shape2 = (-1, y.shape[-1] if y.ndim else 1)
     y2 = np.ascontiguousarray(y, dtype=work).reshape(shape2)
     dy2 = np.ascontiguousarray(dy, dtype=work).reshape(shape2)
