@@ -204,6 +204,12 @@ def _exp2_shifted(row, shift):
     return total
 
 
+def _exp2_shifted_no_sum(row, shift):
+    """row <- 2**(row - shift), without the sum (the backward pass has the row's lse)."""
+    for c in range(row.size):
+        row[c] = _exp2(row[c] - shift)
+
+
 # -- the kernels ----------------------------------------------------------------------------
 
 
@@ -317,7 +323,7 @@ def _backward_kernel(qp, kp, kt, vt, dout, lse2, D, bias, has_bias, is_causal, L
                 if has_bias or is_causal or j0 + bk > S:
                     _mask_tile(s, bias, has_bias, is_causal, n, i0, j0, L, S)
                 for r in range(bq):
-                    _exp2_shifted(s[r], lse2[n, i0 + r])  # p = exp(s - lse): the softmax
+                    _exp2_shifted_no_sum(s[r], lse2[n, i0 + r])  # p = exp(s - lse)
                 _gemm_acc(s.T, dout_i, dv_j)  # (bk, Ev) dv_j += p^T dout_i
                 np.dot(dout_i, vt[n, kb], dp)  # (bq, bk) = dout_i v_j^T
                 for r in range(bq):
@@ -447,7 +453,7 @@ def _compiled():
     options = {"fastmath": set(FASTMATH), "error_model": "numpy"}
     register_jitable(**options)(_mask_tile)
     register_jitable(**options)(_count_nan)
-    for helper in (_row_max, _exp2_shifted):
+    for helper in (_row_max, _exp2_shifted, _exp2_shifted_no_sum):
         register_jitable(**options)(helper)
     # exp2's f = x - round(x) must be evaluated as written: no "reassoc"
     exp_options = dict(options, fastmath=set(FASTMATH) - {"reassoc"})
