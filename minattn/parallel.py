@@ -22,6 +22,7 @@ import threading
 from . import backend
 
 MIN_PARALLEL = 2**20  # entries: below this a thread hand-off costs more than it saves
+THREAD_PREFIX = "minattn-worker"
 
 _pool_lock = threading.Lock()
 _pool_state: dict = {}
@@ -47,15 +48,19 @@ def pool(threads: int) -> concurrent.futures.ThreadPoolExecutor:
         key = (os.getpid(), threads)
         if _pool_state.get("key") != key:
             _pool_state.update(key=key, pool=concurrent.futures.ThreadPoolExecutor(
-                threads, thread_name_prefix="minattn"))
+                threads, thread_name_prefix=THREAD_PREFIX))
         return _pool_state["pool"]
 
 
 def each(fn, items, threads: int) -> None:
-    """fn(item) for every item, the items dealt out in runs to that many threads."""
+    """fn(item) for every item, the items dealt out in runs to that many threads.
+
+    Called from one of the pool's own threads it runs them in turn instead: a pool thread
+    that waited for its own pool could wait forever.
+    """
     items = list(items)
     threads = min(threads, len(items))
-    if threads <= 1:
+    if threads <= 1 or threading.current_thread().name.startswith(THREAD_PREFIX):
         for item in items:
             fn(item)
         return
@@ -75,6 +80,8 @@ def run(op, *arrays):
     >>> e = run(np.exp, scores)            # the same as np.exp(scores)
     >>> p = run(np.divide, e, row_sums)    # (..., L, S) / (..., L, 1)
     """
+    if max(getattr(a, "size", 0) for a in arrays) < MIN_PARALLEL:  # the common case: small
+        return op(*arrays)
     threads = num_threads()
     if threads < 2 or not all(backend.is_numpy_array(a) for a in arrays):
         return op(*arrays)
@@ -115,10 +122,12 @@ def reduce(method: str, x, axis: tuple, keepdims: bool = False):
 
     >>> row_sums = reduce("sum", scores, (3,), keepdims=True)   # scores.sum(-1, keepdims=True)
     """
+    if x.size < MIN_PARALLEL or not backend.is_numpy_array(x) or x.dtype.kind != "f":
+        return getattr(x, method)(axis=axis, keepdims=keepdims)
+    axis = tuple(a % x.ndim for a in axis)  # -1 is the last axis, which is not kept
     threads = num_threads()
     kept = [i for i in range(x.ndim) if i not in axis]
-    if (threads < 2 or not backend.is_numpy_array(x) or x.dtype.kind != "f"
-            or x.size < MIN_PARALLEL or not kept):
+    if threads < 2 or not kept:
         return getattr(x, method)(axis=axis, keepdims=keepdims)
     split = max(kept, key=lambda i: x.shape[i])  # the longest axis that stays
     n = x.shape[split]

@@ -101,3 +101,14 @@ def test_large_arrays_really_are_split(threads, rng, monkeypatch):
     assert calls == [threads, threads]
     parallel.run(np.exp, x[:1, :1])
     assert len(calls) == 2
+
+
+def test_negative_axes_and_nested_calls(threads, rng):
+    x = rng.standard_normal((2, 3, 400, 500))
+    np.testing.assert_allclose(parallel.reduce("sum", x, (-1,), True),
+                               x.sum(axis=-1, keepdims=True), rtol=1e-13)
+    # a pool thread that asks the pool for more work runs it itself (no deadlock)
+    results = []
+    parallel.each(lambda i: results.append(parallel.run(np.exp, x).sum()), range(threads),
+                  threads)
+    assert len(results) == threads
