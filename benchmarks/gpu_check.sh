@@ -63,7 +63,7 @@ raise SystemExit(0 if ok else 1)"
 step gpu-tests 240 "$PY" -m pytest -q -m gpu -p no:cacheprovider -o addopts="" -rs \
     "${modules[@]}"
 step gpu-bench 150 "$PY" -m minattn bench --device cuda --batch 4 --shapes 16x4096 \
-    --impl flash-cupy,torch-sdpa,torch-math,fused,flash-ref --repeat 3 --no-long \
+    --impl flash-cupy,torch-sdpa,torch-math,fused,flash-ref,flash-ref-1024 --repeat 3 --no-long \
     --max-memory 24 --out "$LOGS/bench_cuda.json"
 
 echo "=== total $(( $(date +%s) - start_all ))s" | tee -a "$SUMMARY"

@@ -9,6 +9,8 @@ shared and noisy: the table shows medians):
                   by the numba kernel when numba is installed)
     fused-numpy   the same with NumPy alone (MINATTN_ROW_KERNELS=numpy)
     flash-ref     flash with the NumPy (or CuPy) reference kernels (MINATTN_FLASH_KERNELS)
+    flash-ref-1024  the same with 1024 x 1024 tiles: on the GPU, each tile step is then one
+                  cuBLAS product over every head (a candidate for a faster GPU path)
     flash-numba   flash with the numba kernels (CPU)
     flash-cupy    flash with the CUDA kernels (GPU)
     torch-sdpa    torch.nn.functional.scaled_dot_product_attention (when torch is installed)
@@ -43,12 +45,15 @@ from . import backend, blas
 
 CPU_IMPLS = ("composed", "fused", "fused-numpy", "flash-ref", "flash-numba", "torch-sdpa",
              "torch-math")
-CUDA_IMPLS = ("composed", "fused", "flash-ref", "flash-cupy", "torch-sdpa", "torch-math")
+CUDA_IMPLS = ("composed", "fused", "flash-ref", "flash-ref-1024", "flash-cupy", "torch-sdpa",
+              "torch-math")
 MINATTN_IMPLS = {"composed": "composed", "fused": "fused", "fused-numpy": "fused",
-                 "flash-ref": "flash", "flash-numba": "flash", "flash-cupy": "flash"}
+                 "flash-ref": "flash", "flash-ref-1024": "flash", "flash-numba": "flash",
+                 "flash-cupy": "flash"}
 # the environment each case runs in (read by flash.flash_kernels and ops/rowwise.py); every
 # other case runs with these unset
 CASE_ENV = {"flash-ref": {"MINATTN_FLASH_KERNELS": "reference"},
+            "flash-ref-1024": {"MINATTN_FLASH_KERNELS": "reference"},
             "fused-numpy": {"MINATTN_ROW_KERNELS": "numpy"}}
 FLOPS_PER_HEAD = {"forward": 4, "forward+backward": 14}  # times L * S * E
 DEFAULT_SHAPES = {"cpu": "1x512,1x1024,1x2048,1x4096,8x512,8x1024,8x2048,8x4096",
@@ -141,15 +146,22 @@ def _torch():
 
 @contextlib.contextmanager
 def _case_env(name: str):
-    """The environment of CASE_ENV[name] while the case runs; the variables unset otherwise."""
+    """The environment of CASE_ENV[name] while the case runs; the variables unset otherwise
+    (and flash's tile sizes for flash-ref-1024)."""
     keys = {key for env in CASE_ENV.values() for key in env}
     before = {key: os.environ.get(key) for key in keys}
     for key in keys:
         os.environ.pop(key, None)
     os.environ.update(CASE_ENV.get(name, {}))
+    from .attention import flash
+
+    tiles = flash.BLOCK_Q, flash.BLOCK_K
+    if name == "flash-ref-1024":
+        flash.BLOCK_Q = flash.BLOCK_K = 1024
     try:
         yield
     finally:
+        flash.BLOCK_Q, flash.BLOCK_K = tiles
         for key, value in before.items():
             if value is None:
                 os.environ.pop(key, None)
@@ -529,17 +541,18 @@ def long_sequence_check(device: str, lengths, E: int, repeat: int) -> list[dict]
 
 
 def format_table(rows, peak_gflops: float) -> str:
-    head = (f"{'impl':<12} {'mode':<17} {'B':>2} {'H':>2} {'L=S':>5} {'median ms':>10} "
+    w = max([12] + [len(r["impl"]) for r in rows])  # the impl column fits the longest name
+    head = (f"{'impl':<{w}} {'mode':<17} {'B':>2} {'H':>2} {'L=S':>5} {'median ms':>10} "
             f"{'GFLOP/s':>8} {'vs SDPA':>7} {'% peak':>7} {'peak MiB':>9}")
     lines = [head, "-" * len(head)]
     for r in rows:
         if "median_ms" not in r:
-            lines.append(f"{r['impl']:<12} {r['mode']:<17} {r['B']:>2} {r['H']:>2} "
+            lines.append(f"{r['impl']:<{w}} {r['mode']:<17} {r['B']:>2} {r['H']:>2} "
                          f"{r['L']:>5}  skipped: {r['skipped']}")
             continue
         speed = f"{r['speed_vs_sdpa']:.2f}" if r.get("speed_vs_sdpa") else "-"
         mem = f"{r['peak_mib']:.1f}" if r.get("peak_mib") is not None else "-"
-        lines.append(f"{r['impl']:<12} {r['mode']:<17} {r['B']:>2} {r['H']:>2} {r['L']:>5} "
+        lines.append(f"{r['impl']:<{w}} {r['mode']:<17} {r['B']:>2} {r['H']:>2} {r['L']:>5} "
                      f"{r['median_ms']:>10.2f} {r['gflops']:>8.1f} {speed:>7} "
                      f"{100 * r['gflops'] / peak_gflops:>6.1f}% {mem:>9}")
     return "\n".join(lines)
