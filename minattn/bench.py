@@ -558,6 +558,57 @@ def format_table(rows, peak_gflops: float) -> str:
     return "\n".join(lines)
 
 
+# The speed targets of the benchmark's issue: (text, our impl, reference impl, H, L, line).
+# A positive line is the least speed-up (reference time / ours) that meets it; a negative
+# one, -x, the most slow-down (ours / reference) that does.
+TARGETS = [
+    ("flash at least as fast as torch SDPA, H=8", "flash-numba", "torch-sdpa", 8, 2048, 1.0),
+    ("flash at least 1.5x torch SDPA, H=1", "flash-numba", "torch-sdpa", 1, 2048, 1.5),
+    ("fused at least as fast as torch-math, H=8", "fused", "torch-math", 8, 2048, 1.0),
+    ("fused at least as fast as torch-math, H=1", "fused", "torch-math", 1, 2048, 1.0),
+    ("fused-numpy at least as fast as torch-math, H=8", "fused-numpy", "torch-math", 8, 2048,
+     1.0),
+    ("fused-numpy at least as fast as torch-math, H=1", "fused-numpy", "torch-math", 1, 2048,
+     1.0),
+    ("composed at most 1.5x the time of fused, H=8", "composed", "fused", 8, 2048, -1.5),
+    ("composed at most 1.5x the time of fused, H=1", "composed", "fused", 1, 2048, -1.5),
+    ("flash-cupy at most 1.5x the time of torch SDPA, H=16", "flash-cupy", "torch-sdpa", 16,
+     4096, -1.5),
+]
+
+
+def target_checks(rows, long_rows, peak_gflops: float) -> list[dict]:
+    """The TARGETS (forward+backward) that this run's rows can answer, each with the ratio
+    measured and whether it met the line; also 65% of peak for flash at H=8 and flash's
+    memory at L=16384 (under 64 MB)."""
+    times = {(r["impl"], r["H"], r["L"]): r for r in rows
+             if r["mode"] == "forward+backward" and "median_ms" in r}
+    checks = []
+    for text, ours, ref, H, L, line in TARGETS:
+        if (ours, H, L) in times and (ref, H, L) in times:
+            ratio = times[(ref, H, L)]["median_ms"] / times[(ours, H, L)]["median_ms"]
+            if line < 0:  # a slow-down: ours / reference
+                ratio, met = 1 / ratio, 1 / ratio <= -line
+            else:
+                met = ratio >= line
+            checks.append({"target": f"{text}, L={L}", "value": f"{ratio:.2f}x", "met": met})
+    if ("flash-numba", 8, 2048) in times:
+        share = times[("flash-numba", 8, 2048)]["gflops"] / peak_gflops
+        checks.append({"target": "flash at 65% of the matmul peak, H=8, L=2048",
+                       "value": f"{100 * share:.0f}%", "met": share >= 0.65})
+    for r in long_rows:
+        if r["L"] == 16384:
+            mib = r["peak_mib"]
+            checks.append({"target": "flash extra memory under 64 MB, L=16384",
+                           "value": f"{mib:.1f} MiB", "met": mib < 64e6 / 2**20})
+    return checks
+
+
+def format_targets(checks) -> str:
+    return "\n".join(f"  {'met    ' if c['met'] else 'NOT MET'}  {c['target']}: {c['value']}"
+                     for c in checks)
+
+
 def format_long(rows) -> str:
     lines = [f"{'L=S':>6} {'fwd+bwd ms':>11} {'ns per score':>13} {'peak MiB':>9} "
              f"{'one LxS array MiB':>18}"]
@@ -598,6 +649,10 @@ def format_markdown(meta, rows, long_rows) -> str:
         lines.append(f"| {r['impl']} | {r['mode']} | {r['H']} | {r['L']} | "
                      f"{r['median_ms']:.1f} | {r['gflops']:.0f} | {speed} | "
                      f"{100 * r['gflops'] / peak:.0f}% | {mem} |")
+    if meta.get("targets"):
+        lines += ["", "Targets in this run (forward+backward):", ""]
+        lines += [f"- {'met' if c['met'] else '**not met**'}: {c['target']}: {c['value']}"
+                  for c in meta["targets"]]
     if long_rows:
         lines += ["", "| L=S | forward+backward ms | ns per score | peak MiB | "
                       "one L x S float32 array, MiB |", "|--:|--:|--:|--:|--:|"]
@@ -695,6 +750,10 @@ def run(args) -> int:
     if long_rows:
         print("\nlong sequences (flash, B = H = 1, forward+backward):")
         print(format_long(long_rows))
+    checks = meta["targets"] = target_checks(rows, long_rows, peak_gflops)
+    if checks:
+        print("\ntargets (forward+backward, measured in this run):")
+        print(format_targets(checks))
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out, "w") as f:

@@ -56,3 +56,24 @@ def test_table_shows_skipped_cases_and_ratios():
     assert rows[1]["speed_vs_sdpa"] == 2.0
     table = bench.format_table(rows, peak_gflops=400.0)
     assert "skipped: needs ~9 GiB" in table and "50.0%" in table and "2.00" in table
+
+
+def test_target_checks_read_the_rows_both_ways():
+    """Speed-ups must reach their line, slow-downs stay under theirs; absent rows are skipped."""
+    from minattn import bench
+
+    rows = [dict(impl=i, mode="forward+backward", H=h, L=2048, median_ms=t, gflops=g)
+            for i, h, t, g in [("composed", 1, 40.0, 1), ("fused", 1, 24.0, 1),
+                               ("torch-math", 1, 22.0, 1), ("flash-numba", 8, 130.0, 99),
+                               ("torch-sdpa", 8, 131.0, 1)]]
+    checks = {c["target"]: c for c in bench.target_checks(
+        rows, [dict(L=16384, peak_mib=70.0)], peak_gflops=150.0)}
+    flash = checks["flash at least as fast as torch SDPA, H=8, L=2048"]
+    assert flash["met"] and flash["value"] == "1.01x"
+    fused = checks["fused at least as fast as torch-math, H=1, L=2048"]
+    assert not fused["met"] and fused["value"] == "0.92x"
+    composed = checks["composed at most 1.5x the time of fused, H=1, L=2048"]
+    assert not composed["met"] and composed["value"] == "1.67x"
+    assert checks["flash at 65% of the matmul peak, H=8, L=2048"]["met"]  # 99 of 150
+    assert not checks["flash extra memory under 64 MB, L=16384"]["met"]  # 70 MiB
+    assert not any("H=16" in t or "fused-numpy" in t for t in checks)  # no rows for those
