@@ -19,9 +19,10 @@ from .flash import flash_attention, has_fast_kernels
 from .fused import fused_attention
 from .masks import IMPLS, check_inputs, check_options, dropout_keep, make_bias
 
-# Below about this many scores (B*H*L*S) one fused op beats the tiled kernels, whose
-# per-tile overhead then dominates (measured by `minattn bench`, benchmarks/RESULTS.md).
-FLASH_MIN_SCORES = 2**19
+# Below about this many scores (B*H*L*S) one fused op is as fast as the tiled kernels,
+# whose per-call overhead then dominates; above it the numba kernels win (at 2^17 scores,
+# 1.1 against 1.9 ms forward+backward; "Small shapes" in benchmarks/RESULTS.md).
+FLASH_MIN_SCORES = 2**16
 
 
 def _default_impl(q, dropout_p: float, S: int | None = None) -> str:
