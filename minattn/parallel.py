@@ -65,10 +65,12 @@ def each(fn, items, threads: int) -> None:
             fn(item)
         return
     per = -(-len(items) // threads)  # each thread takes a run of neighbouring items
+    err = backend.np.geterr()  # NumPy's error handling is per thread: take the caller's
 
     def work(t):
-        for item in items[t * per:(t + 1) * per]:
-            fn(item)
+        with backend.np.errstate(**err):
+            for item in items[t * per:(t + 1) * per]:
+                fn(item)
 
     for future in [pool(threads).submit(work, t) for t in range(threads)]:
         future.result()  # re-raises an error from a thread here

@@ -112,3 +112,13 @@ def test_negative_axes_and_nested_calls(threads, rng):
     parallel.each(lambda i: results.append(parallel.run(np.exp, x).sum()), range(threads),
                   threads)
     assert len(results) == threads
+
+
+def test_the_callers_numpy_error_handling_holds_in_the_threads(threads, rng):
+    x = rng.standard_normal((2, 600, 1000))
+    zero = np.zeros_like(x)
+    with np.errstate(divide="raise"):
+        with pytest.raises(FloatingPointError):
+            parallel.run(np.divide, x, zero)
+    with np.errstate(divide="ignore"):  # and silence, where the caller asked for it
+        assert np.isinf(parallel.run(np.divide, x, zero)).all()
