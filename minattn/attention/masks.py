@@ -107,7 +107,8 @@ def safe_row_max(scores):
     """Row max of the scores, with -inf (a fully masked row) replaced by 0.
 
     exp(scores - max) then never meets -inf - (-inf) = NaN: a fully masked row gives
-    exp(-inf) = 0 everywhere, and its probabilities are 0 / 1 = 0 (see safe_denominator).
+    exp(-inf) = 0 everywhere, and its probabilities are 0 / 1 = 0 once its row sum 0 is
+    replaced by 1.
     """
     xp = backend.get_array_module(scores)
     if scores.shape[-1] == 0:  # no keys at all: nothing to shift
@@ -120,9 +121,3 @@ def finite_or_zero(m):
     """m with -inf (a row that every key is masked out of, so far) replaced by 0."""
     xp = backend.get_array_module(m)
     return xp.where(xp.isfinite(m), m, xp.zeros((), m.dtype))
-
-
-def safe_denominator(denom):
-    """The row sum of exp(scores - max), with 0 (a fully masked row) replaced by 1."""
-    xp = backend.get_array_module(denom)
-    return xp.where(denom > 0, denom, xp.ones((), denom.dtype))
