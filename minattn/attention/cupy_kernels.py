@@ -40,6 +40,15 @@ _FLASH_SOURCE = r"""
 //     per CHUNK of keys: m_new = max(m, max_j s_j); alpha = exp(m - m_new)
 //                        l = alpha l + sum_j exp(s_j - m_new); acc = alpha acc + sum_j p_j v_j
 //   out_i = acc / l, lse_i = m + log(l); a row with every key masked: out 0, lse -inf.
+// This thread's row of head n, in block blk of THREADS rows: the blocks of every head lie
+// side by side along grid x (grid y would stop at 65535 heads).
+__device__ inline int locate(int rows, long long* n, int* blk) {
+    const int blocks = (rows + THREADS - 1) / THREADS;
+    *blk = blockIdx.x % blocks;
+    *n = blockIdx.x / blocks;
+    return *blk * THREADS + threadIdx.x;
+}
+
 // tile[r][e] = src[n, r0 + r, e] for the TILE rows from r0 of head n's (rows, width) matrix,
 // 0 past its last row; the block's threads share the copy. (A (TILE, width) tile and the rows
 // it copies are each contiguous, so row r, column e is entry r * width + e of both.)
@@ -58,10 +67,9 @@ extern "C" __global__ void __launch_bounds__(THREADS) flash_fwd(
         T* __restrict__ out, T* __restrict__ lse) {
     __shared__ T k_tile[TILE][DIM_E];
     __shared__ T v_tile[TILE][DIM_EV];
-    // blocks of all heads side by side along grid x (grid y stops at 65535 heads)
-    const int blocks = (L + THREADS - 1) / THREADS, blk = blockIdx.x % blocks;
-    const long long n = blockIdx.x / blocks;
-    const int i = blk * THREADS + threadIdx.x;
+    long long n;
+    int blk;
+    const int i = locate(L, &n, &blk);
     const bool row = i < L;
     T q_i[DIM_E], acc[DIM_EV];
     for (int e = 0; e < DIM_E; ++e) q_i[e] = row ? q[(n * L + i) * DIM_E + e] * scale : (T)0;
@@ -117,10 +125,9 @@ extern "C" __global__ void __launch_bounds__(THREADS) flash_bwd_dq(
         int has_bias, int is_causal, int L, int S, T scale, T* __restrict__ dq) {
     __shared__ T k_tile[TILE][DIM_E];
     __shared__ T v_tile[TILE][DIM_EV];
-    // blocks of all heads side by side along grid x (grid y stops at 65535 heads)
-    const int blocks = (L + THREADS - 1) / THREADS, blk = blockIdx.x % blocks;
-    const long long n = blockIdx.x / blocks;
-    const int i = blk * THREADS + threadIdx.x;
+    long long n;
+    int blk;
+    const int i = locate(L, &n, &blk);
     const T lse_i = i < L ? lse[n * L + i] : NEG_INF;
     const bool live = lse_i > NEG_INF;  // a fully masked row (or no row) gets no gradient
     const T D_i = live ? D[n * L + i] : (T)0;
@@ -163,9 +170,9 @@ extern "C" __global__ void __launch_bounds__(THREADS) flash_bwd_dkdv(
     __shared__ T dout_tile[TILE][DIM_EV];
     __shared__ T lse_tile[TILE];
     __shared__ T D_tile[TILE];
-    const int blocks = (S + THREADS - 1) / THREADS, blk = blockIdx.x % blocks;
-    const long long n = blockIdx.x / blocks;
-    const int j = blk * THREADS + threadIdx.x;
+    long long n;
+    int blk;
+    const int j = locate(S, &n, &blk);
     const bool col = j < S;
     T k_j[DIM_E], v_j[DIM_EV], dk_j[DIM_E], dv_j[DIM_EV];
     for (int e = 0; e < DIM_E; ++e) k_j[e] = col ? k[(n * S + j) * DIM_E + e] * scale : (T)0;
