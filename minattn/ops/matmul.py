@@ -9,12 +9,16 @@ from ..core import Function, Tensor, _as_tensors
 from .arithmetic import check_broadcast, unbroadcast
 
 
+def _rows(x):
+    """x (..., n) as one matrix (rows, n) of all its leading axes."""
+    return x.reshape(math.prod(x.shape[:-1]), x.shape[-1])  # (not -1: fails for empty x)
+
+
 def _product(a, b):
     """a @ b; a stack of matrices times one matrix becomes one 2-D product (one BLAS call,
     where NumPy would loop over the stack, slowly when b is a transposed view)."""
     if a.ndim > 2 and b.ndim == 2:
-        rows = math.prod(a.shape[:-1])  # (not -1: that fails for empty arrays)
-        return (a.reshape(rows, a.shape[-1]) @ b).reshape(*a.shape[:-1], b.shape[-1])
+        return (_rows(a) @ b).reshape(*a.shape[:-1], b.shape[-1])
     return a @ b
 
 
@@ -41,9 +45,7 @@ class MatMul(Function):
             da = da.reshape(self.a.shape)
         if self.needs_input_grad[1]:
             if a.ndim > 2 and b.ndim == 2:  # the sum over the stack is one 2-D product
-                rows = math.prod(a.shape[:-1])
-                a2, dout2 = a.reshape(rows, a.shape[-1]), dout.reshape(rows, dout.shape[-1])
-                db = a2.T @ dout2  # (k, m)
+                db = _rows(a).T @ _rows(dout)  # (k, m)
             else:
                 db = unbroadcast(a.swapaxes(-1, -2) @ dout, b.shape)  # (..., k, m)
             db = db.reshape(self.b.shape)
