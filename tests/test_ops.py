@@ -73,6 +73,18 @@ def test_binary_broadcasting_forward_and_backward(name, op, ref, shapes):
     assert ma.gradcheck(op, (ta, tb))
 
 
+@pytest.mark.parametrize("name, op, ref", BINARY[2:4], ids=["mul", "div"])
+@pytest.mark.parametrize("shapes", [((3, 4, 5), (3, 4, 1)), ((3, 4, 1), (3, 4, 5)),
+                                    ((2, 6), (2, 1))])
+def test_a_row_factor_gets_each_rows_dot_product(name, op, ref, shapes):
+    """A factor broadcast along the last axis only (softmax's row sum) takes the row dot
+    product without the full product: the case hypothesis may not draw above."""
+    rng = np.random.default_rng(3)
+    ta, tb = (t64(rng.uniform(0.5, 2.0, s)) for s in shapes)
+    np.testing.assert_allclose(op(ta, tb).numpy(), ref(ta.numpy(), tb.numpy()), rtol=1e-12)
+    assert ma.gradcheck(op, (ta, tb))
+
+
 @given(shape=array_shapes(min_dims=1, max_dims=3, max_side=4), data=st.data())
 @SETTINGS
 def test_reductions_over_any_axes(shape, data):

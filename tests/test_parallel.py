@@ -59,6 +59,23 @@ def test_reduce_is_numpy_reduction(threads, rng, method, axis, keepdims):
     np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-12)
 
 
+@pytest.mark.parametrize("shape", [(2, 3, 400, 500), (BIG + 3, 2), (3, 5), (7,), (4, 0), (0, 6)])
+def test_dot_last_is_the_row_sum_of_the_product(threads, rng, shape):
+    a, b = rng.standard_normal(shape), rng.standard_normal(shape)
+    got = parallel.dot_last(a, b)
+    want = (a * b).sum(axis=-1, keepdims=True)
+    assert got.shape == want.shape and got.dtype == want.dtype
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    # float32 keeps its dtype; mixed dtypes and integers take NumPy's own promotion
+    a32, b32 = a.astype(np.float32), b.astype(np.float32)
+    assert parallel.dot_last(a32, b32).dtype == np.float32
+    np.testing.assert_allclose(parallel.dot_last(a32, b32), want, rtol=1e-4, atol=1e-3)
+    assert parallel.dot_last(a32, b).dtype == np.float64
+    ints = np.arange(a.size).reshape(shape) % 5
+    np.testing.assert_array_equal(parallel.dot_last(ints, ints),
+                                  (ints * ints).sum(axis=-1, keepdims=True))
+
+
 def test_one_thread_turns_it_off(monkeypatch, rng):
     monkeypatch.setenv("MINATTN_NUM_THREADS", "1")
     x = rng.standard_normal((2, 600, 1000))
@@ -98,9 +115,11 @@ def test_large_arrays_really_are_split(threads, rng, monkeypatch):
     x = rng.standard_normal((2, 3, 400, 500))
     parallel.run(np.exp, x)
     parallel.reduce("sum", x, (3,), True)
-    assert calls == [threads, threads]
+    parallel.dot_last(x, x)
+    assert calls == [threads, threads, threads]
     parallel.run(np.exp, x[:1, :1])
-    assert len(calls) == 2
+    parallel.dot_last(x[:1, :1], x[:1, :1])
+    assert len(calls) == 3
 
 
 def test_negative_axes_and_nested_calls(threads, rng):

@@ -22,6 +22,16 @@ def unbroadcast(grad, shape: tuple):
     return grad
 
 
+def unbroadcast_product(x, y, shape: tuple):
+    """unbroadcast(x * y, shape), the gradient of a factor that was broadcast: where only its
+    last axis was stretched (a row sum, as in softmax's e / e.sum(-1)) each row's dot product
+    is taken without making the (..., C) product first."""
+    if (x.shape == y.shape and len(shape) == x.ndim >= 2 and shape[-1] == 1 != x.shape[-1]
+            and shape[:-1] == x.shape[:-1]):
+        return parallel.dot_last(x, y)  # (..., 1)
+    return unbroadcast(parallel.run(backend.get_array_module(x, y).multiply, x, y), shape)
+
+
 def check_broadcast(op: str, *shapes) -> tuple:
     xp = backend.np
     try:
@@ -73,10 +83,13 @@ class Mul(_Binary):
         return parallel.run(backend.get_array_module(a, b).multiply, a, b)  # a * b
 
     def local_grads(self, dout):
-        # out = a * b  =>  da = dout * b, db = dout * a
-        times = backend.get_array_module(dout).multiply
-        da = parallel.run(times, dout, self.b) if self.needs_input_grad[0] else None
-        db = parallel.run(times, dout, self.a) if self.needs_input_grad[1] else None
+        # out = a * b  =>  da = dout * b, db = dout * a   (summed by _Binary.backward over
+        # the axes each was broadcast along; a row-broadcast factor's in one step here)
+        da = db = None
+        if self.needs_input_grad[0]:
+            da = unbroadcast_product(dout, self.b, self.a_shape)
+        if self.needs_input_grad[1]:
+            db = unbroadcast_product(dout, self.a, self.b_shape)
         return da, db
 
 
@@ -94,7 +107,7 @@ class Div(_Binary):
         da = parallel.run(xp.divide, dout, self.b) if self.needs_input_grad[0] else None
         db = None
         if self.needs_input_grad[1]:
-            db = -unbroadcast(parallel.run(xp.multiply, dout, self.a), self.b_shape) / self.b**2
+            db = -unbroadcast_product(dout, self.a, self.b_shape) / self.b**2
         return da, db
 
 

@@ -59,18 +59,20 @@ def _kind(x) -> str:
 
 
 def _softmax_rows(x, out, empty_rows: str):
-    """out = softmax(x) over the last axis (out may be x itself)."""
+    """out = softmax(x) over the last axis (out may be x itself).
+
+    Rows of NaN or +inf give NaN on purpose: the caller silences NumPy's "invalid" warning.
+    """
     xp = backend.get_array_module(x)
     m = x.max(axis=-1, keepdims=True)  # (..., 1); NaN if the row holds a NaN
-    if empty_rows == "zero":  # a row of all -inf: shift by 0, so exp(-inf) = 0, not NaN
-        m = xp.where(m == -xp.inf, xp.zeros((), m.dtype), m)
-    with backend.np.errstate(invalid="ignore"):  # the NaN rows above are meant, not news
-        xp.subtract(x, m, out=out)  # (..., C), every entry <= 0: exp cannot overflow
-        xp.exp(out, out=out)
-        total = out.sum(axis=-1, keepdims=True)  # (..., 1), >= 1 unless the row was empty
-        if empty_rows == "zero":
-            total = xp.where(total == 0, xp.ones((), total.dtype), total)  # 0 / 1 = 0
-        out /= total
+    if empty_rows == "zero":  # a row of all -inf: shift by a finite m, so exp(-inf) = 0
+        xp.maximum(m, xp.finfo(m.dtype).min, out=m)  # (NaN stays NaN)
+    xp.subtract(x, m, out=out)  # (..., C), every entry <= 0: exp cannot overflow
+    xp.exp(out, out=out)
+    total = out.sum(axis=-1, keepdims=True)  # (..., 1), >= 1 unless the row was empty
+    if empty_rows == "zero":  # an empty row sums to 0: 0 / tiny = 0, and total >= 1 stays
+        xp.maximum(total, xp.finfo(total.dtype).tiny, out=total)
+    out /= total
     return out
 
 
@@ -78,7 +80,7 @@ def _softmax_rows_backward(y, dy, out):
     """out = y * (dy - rowsum(dy * y)) over the last axis (out may be dy itself)."""
     # y = softmax(x): dy_i/dx_k = y_i (delta_ik - y_k)  =>  dx_k = y_k (dy_k - sum_i dy_i y_i)
     xp = backend.get_array_module(y)
-    d = (dy * y).sum(axis=-1, keepdims=True)  # (..., 1)
+    d = parallel.dot_last(dy, y)  # (..., 1): rowsum(dy * y), without an (..., C) temporary
     xp.subtract(dy, d, out=out)
     out *= y
     return out
@@ -110,15 +112,16 @@ def softmax_last(x, out=None, empty_rows: str = "nan"):
     if x.size == 0:  # no rows, or rows of no entries: nothing to normalize
         return out
     kind = _kind(x) if out.flags.c_contiguous else "reference"
-    if kind == "reference":
-        return _softmax_rows(x, out, empty_rows)
-    x2, out2 = x.reshape(-1, x.shape[-1]), out.reshape(-1, x.shape[-1])  # views: contiguous
-    if kind == "numba":
-        from ..attention import numba_kernels
+    with backend.np.errstate(invalid="ignore"):  # NaN rows are meant (the pool's threads
+        if kind == "reference":  # take this setting too)
+            return _softmax_rows(x, out, empty_rows)
+        x2, out2 = x.reshape(-1, x.shape[-1]), out.reshape(-1, x.shape[-1])  # contiguous views
+        if kind == "numba":
+            from ..attention import numba_kernels
 
-        numba_kernels.softmax_forward(x2, out=out2, empty_rows=empty_rows)
-    else:
-        _over_blocks(lambda xb, ob: _softmax_rows(xb, ob, empty_rows), x2, out2)
+            numba_kernels.softmax_forward(x2, out=out2, empty_rows=empty_rows)
+        else:
+            _over_blocks(lambda xb, ob: _softmax_rows(xb, ob, empty_rows), x2, out2)
     return out
 
 
