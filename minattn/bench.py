@@ -540,22 +540,35 @@ def long_sequence_check(device: str, lengths, E: int, repeat: int) -> list[dict]
 # -- output ---------------------------------------------------------------------------------------
 
 
+HEADER = ("impl", "mode", "B", "H", "L=S", "median ms", "GFLOP/s", "vs SDPA", "% peak",
+          "peak MiB")
+
+
+def _cells(r, peak_gflops: float, digits: int) -> list[str]:
+    """One row's cells under HEADER: the numbers with ``digits`` decimals (one fewer for
+    GFLOP/s and the memory), or the reason in the time's cell for a skipped case."""
+    first = [r["impl"], r["mode"], str(r["B"]), str(r["H"]), str(r["L"])]
+    if "median_ms" not in r:
+        return first + [f"skipped: {r['skipped']}"] + [""] * 4
+    speed = f"{r['speed_vs_sdpa']:.2f}" if r.get("speed_vs_sdpa") else "-"
+    mem = f"{r['peak_mib']:.{digits - 1}f}" if r.get("peak_mib") is not None else "-"
+    return first + [f"{r['median_ms']:.{digits}f}", f"{r['gflops']:.{digits - 1}f}", speed,
+                    f"{100 * r['gflops'] / peak_gflops:.{digits - 1}f}%", mem]
+
+
 def format_table(rows, peak_gflops: float) -> str:
     w = max([12] + [len(r["impl"]) for r in rows])  # the impl column fits the longest name
-    head = (f"{'impl':<{w}} {'mode':<17} {'B':>2} {'H':>2} {'L=S':>5} {'median ms':>10} "
-            f"{'GFLOP/s':>8} {'vs SDPA':>7} {'% peak':>7} {'peak MiB':>9}")
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        if "median_ms" not in r:
-            lines.append(f"{r['impl']:<{w}} {r['mode']:<17} {r['B']:>2} {r['H']:>2} "
-                         f"{r['L']:>5}  skipped: {r['skipped']}")
-            continue
-        speed = f"{r['speed_vs_sdpa']:.2f}" if r.get("speed_vs_sdpa") else "-"
-        mem = f"{r['peak_mib']:.1f}" if r.get("peak_mib") is not None else "-"
-        lines.append(f"{r['impl']:<{w}} {r['mode']:<17} {r['B']:>2} {r['H']:>2} {r['L']:>5} "
-                     f"{r['median_ms']:>10.2f} {r['gflops']:>8.1f} {speed:>7} "
-                     f"{100 * r['gflops'] / peak_gflops:>6.1f}% {mem:>9}")
-    return "\n".join(lines)
+    widths = (w, 17, 2, 2, 5, 10, 8, 7, 7, 9)
+
+    def line(cells, skipped=False):  # a skipped case's reason runs past the number columns
+        shown = cells[:5] if skipped else cells
+        text = " ".join(f"{c:<{n}}" if i < 2 else f"{c:>{n}}"
+                        for i, (c, n) in enumerate(zip(shown, widths)))
+        return f"{text}  {cells[5]}" if skipped else text
+
+    head = line(HEADER)
+    return "\n".join([head, "-" * len(head)]
+                     + [line(_cells(r, peak_gflops, 2), "median_ms" not in r) for r in rows])
 
 
 # The speed targets of the benchmark's issue: (text, our impl, reference impl, H, L, line).
@@ -637,18 +650,12 @@ def format_markdown(meta, rows, long_rows) -> str:
         lines += [f"numba kernels, first float32 forward+backward call: "
                   f"{compile_s.get('cold_s')} s compiling (empty cache), "
                   f"{compile_s.get('warm_s')} s loading the cache.", ""]
-    lines += ["| impl | mode | H | L=S | median ms | GFLOP/s | vs SDPA | % peak | peak MiB |",
-              "|---|---|--:|--:|--:|--:|--:|--:|--:|"]
+    drop_b = [i for i in range(len(HEADER)) if HEADER[i] != "B"]  # one B for all, said above
+    lines += ["| " + " | ".join(HEADER[i] for i in drop_b) + " |",
+              "|---|---|" + "--:|" * (len(drop_b) - 2)]
     for r in rows:
-        if "median_ms" not in r:
-            lines.append(f"| {r['impl']} | {r['mode']} | {r['H']} | {r['L']} | skipped: "
-                         f"{r['skipped']} | | | | |")
-            continue
-        speed = f"{r['speed_vs_sdpa']:.2f}" if r.get("speed_vs_sdpa") else "-"
-        mem = f"{r['peak_mib']:.0f}" if r.get("peak_mib") is not None else "-"
-        lines.append(f"| {r['impl']} | {r['mode']} | {r['H']} | {r['L']} | "
-                     f"{r['median_ms']:.1f} | {r['gflops']:.0f} | {speed} | "
-                     f"{100 * r['gflops'] / peak:.0f}% | {mem} |")
+        cells = _cells(r, peak, 1)
+        lines.append("| " + " | ".join(cells[i] for i in drop_b) + " |")
     if meta.get("targets"):
         lines += ["", "Targets in this run (forward+backward):", ""]
         lines += [f"- {'met' if c['met'] else '**not met**'}: {c['target']}: {c['value']}"
