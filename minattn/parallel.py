@@ -158,21 +158,22 @@ def dot_last(a, b):
     (``einsum`` runs its loop with the GIL released, so its slabs run side by side;
     ``vecdot`` measured no faster on two threads than on one.)
     """
-    if a.shape != b.shape or a.dtype != b.dtype or a.dtype.kind != "f" or a.ndim == 0:
+    if (a.shape != b.shape or a.dtype != b.dtype or a.dtype.kind != "f" or a.ndim == 0
+            or not (backend.is_numpy_array(a) and backend.is_numpy_array(b))):
+        # (CuPy too takes the plain form, the one checked on a GPU)
         return (a * b).sum(axis=-1, keepdims=True)
-    xp = backend.get_array_module(a)
-    if a.size < MIN_PARALLEL or a.ndim < 2 or not backend.is_numpy_array(a):  # (checked first:
-        return xp.einsum("...i,...i->...", a, b)[..., None]  # cheap inside rowwise's blocks)
+    np = backend.np
+    # (the size first: inside rowwise's small blocks this function must cost next to nothing)
+    if a.size < MIN_PARALLEL or a.ndim < 2 or num_threads() < 2:
+        return np.einsum("...i,...i->...", a, b)[..., None]  # (..., 1)
     threads = num_threads()
-    if threads < 2:
-        return xp.einsum("...i,...i->...", a, b)[..., None]  # (..., 1)
-    out = xp.empty(a.shape[:-1] + (1,), a.dtype)  # (..., 1)
+    out = np.empty(a.shape[:-1] + (1,), a.dtype)  # (..., 1)
     split = max(range(a.ndim - 1), key=lambda i: a.shape[i])  # the longest leading axis
     step = -(-a.shape[split] // threads)
 
     def slab(t):
         cut = (slice(None),) * split + (slice(t * step, (t + 1) * step),)
-        xp.einsum("...i,...i->...", a[cut], b[cut], out=out[cut][..., 0])
+        np.einsum("...i,...i->...", a[cut], b[cut], out=out[cut][..., 0])
 
     each(slab, range(threads), threads)
     return out

@@ -83,8 +83,8 @@ class Mul(_Binary):
         return parallel.run(backend.get_array_module(a, b).multiply, a, b)  # a * b
 
     def local_grads(self, dout):
-        # out = a * b  =>  da = dout * b, db = dout * a   (summed by _Binary.backward over
-        # the axes each was broadcast along; a row-broadcast factor's in one step here)
+        # out = a * b  =>  da = dout * b, db = dout * a, each summed over the axes its
+        # input was broadcast along (for a row factor, (..., 1), each row's dot product)
         da = db = None
         if self.needs_input_grad[0]:
             da = unbroadcast_product(dout, self.b, self.a_shape)
