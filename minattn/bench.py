@@ -587,6 +587,7 @@ TARGETS = [
     ("composed at most 1.5x the time of fused, H=1", "composed", "fused", 1, 2048, -1.5),
     ("flash-cupy at most 1.5x the time of torch SDPA, H=16", "flash-cupy", "torch-sdpa", 16,
      4096, -1.5),
+    ("fused at most 1.5x the time of torch SDPA, H=16", "fused", "torch-sdpa", 16, 4096, -1.5),
 ]
 
 

@@ -419,6 +419,22 @@ def check_softmax_kernels(ck, to_device, to_host, dtype):
     dx = to_host(ck.softmax_backward(to_device(y), to_device(dy)))
     want_dx = want * (dy - (dy * want).sum(-1, keepdims=True))
     np.testing.assert_allclose(dx, want_dx, rtol=TOL[dtype], atol=TOL[dtype])
+    # rows without a finite max: all -inf gives 0 or, as PyTorch, NaN; a NaN or a +inf
+    # anywhere in a row makes all of it NaN (what ops/rowwise.py promises on every device)
+    bad = x.copy()
+    bad[1, 7], bad[3, 11] = np.nan, np.inf
+    fine = [0, 4, 5]
+    for empty_rows in ("zero", "nan"):
+        y_bad = to_host(ck.softmax_forward(to_device(bad), empty_rows=empty_rows))
+        assert np.isnan(y_bad[1]).all() and np.isnan(y_bad[3]).all()
+        assert (y_bad[2] == 0).all() if empty_rows == "zero" else np.isnan(y_bad[2]).all()
+        np.testing.assert_allclose(y_bad[fine], want[fine], rtol=TOL[dtype], atol=TOL[dtype])
+    # in place: out=x forward, out=dy backward
+    x_dev, dy_dev = to_device(x.copy()), to_device(dy.copy())
+    assert ck.softmax_forward(x_dev, out=x_dev) is x_dev
+    np.testing.assert_allclose(to_host(x_dev), want, rtol=TOL[dtype], atol=TOL[dtype])
+    assert ck.softmax_backward(x_dev, dy_dev, out=dy_dev) is dy_dev
+    np.testing.assert_allclose(to_host(dy_dev), want_dx, rtol=TOL[dtype], atol=TOL[dtype])
 
 
 def _cupy_io():
@@ -451,8 +467,34 @@ def test_cupy_flash_at_benchmark_size():
     check_flash_kernels(ck, *_cupy_io(), np.float32, 2, 700, 700, 64, 64, None, True)
 
 
+@pytest.mark.parametrize("empty_rows", ["zero", "nan"])
+def test_rowwise_runs_the_cuda_kernels_on_cupy_arrays(monkeypatch, rng, empty_rows):
+    """The Softmax op and fused attention on the GPU: rowwise's "cuda" way (the kernels, in
+    place) against its whole-array reference, on one CuPy array."""
+    import cupy as cp
+
+    from minattn.attention import cupy_kernels as ck
+    from minattn.ops import rowwise
+
+    x_host = rng.standard_normal((2, 300, 257)).astype(np.float32)
+    x_host[0, 7] = -np.inf
+    x_host[1, 3, 5] = np.nan
+    x, dy = cp.asarray(x_host), cp.asarray(rng.standard_normal(x_host.shape), np.float32)
+    calls = []
+    real = ck.softmax_forward
+    monkeypatch.setattr(ck, "softmax_forward", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    y = x.copy()
+    assert rowwise.softmax_last(y, out=y, empty_rows=empty_rows) is y and calls
+    dx = rowwise.softmax_last_backward(y, dy)
+    monkeypatch.setenv("MINATTN_ROW_KERNELS", "reference")
+    want = rowwise.softmax_last(x, empty_rows=empty_rows)
+    want_dx = rowwise.softmax_last_backward(want, dy)
+    np.testing.assert_allclose(cp.asnumpy(y), cp.asnumpy(want), atol=1e-6)
+    np.testing.assert_allclose(cp.asnumpy(dx), cp.asnumpy(want_dx), atol=1e-5)
+
+
 for _test in (test_cupy_flash_matches_oracles, test_cupy_softmax_matches_numpy,
-              test_cupy_flash_at_benchmark_size):
+              test_cupy_flash_at_benchmark_size, test_rowwise_runs_the_cuda_kernels_on_cupy_arrays):
     for _mark in gpu:
         _mark(_test)
 
@@ -605,6 +647,42 @@ def test_cuda_source_on_the_cpu_matches_oracles(emulated_cupy_kernels, dtype):
         check_flash_kernels(emulated_cupy_kernels, *same, dtype, N, L, S, E, Ev, mask,
                             is_causal)
     check_softmax_kernels(emulated_cupy_kernels, *same, dtype)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("empty_rows", ["zero", "nan"])
+def test_rowwise_hands_cupy_arrays_to_the_cuda_kernels(emulated_cupy_kernels, monkeypatch,
+                                                       rng, empty_rows):
+    """The Softmax op and fused attention reach the CUDA row kernels through rowwise (here on
+    the CPU: the kernels emulated, and rowwise told that these arrays live on the GPU)."""
+    from minattn.ops import rowwise
+
+    x = rng.standard_normal((3, 40, 70))
+    x[0, 5] = -np.inf  # an empty row
+    x[1, 2, 9] = np.nan
+    dy = rng.standard_normal(x.shape)
+    with np.errstate(invalid="ignore"):
+        want = rowwise.softmax_last(x, empty_rows=empty_rows)  # (whole-array reference)
+        want_dx = rowwise.softmax_last_backward(want, dy)
+    monkeypatch.setattr(rowwise, "_kind", lambda x: "cuda")
+    y = x.copy()
+    assert rowwise.softmax_last(y, out=y, empty_rows=empty_rows) is y  # in place, as fused
+    np.testing.assert_allclose(y, want, atol=1e-13)
+    dx = rowwise.softmax_last_backward(y, dy.copy())
+    np.testing.assert_allclose(dx, want_dx, atol=1e-13)
+
+
+def test_rowwise_picks_the_cuda_kernels_for_cupy_arrays(monkeypatch):
+    from minattn.ops import rowwise
+
+    monkeypatch.setattr(backend, "is_cupy_array", lambda x: True)
+    monkeypatch.setattr(backend, "is_numpy_array", lambda x: False)
+    x = np.zeros((4, 5))
+    assert rowwise._kind(x) == "cuda"
+    monkeypatch.setenv("MINATTN_ROW_KERNELS", "reference")
+    assert rowwise._kind(x) == "reference"
+    monkeypatch.setenv("MINATTN_ROW_KERNELS", "numba")  # a CPU kernel: not for GPU arrays
+    assert rowwise._kind(x) == "cuda"
 
 
 def test_cuda_grid_takes_more_heads_than_grid_y_allows():

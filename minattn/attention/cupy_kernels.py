@@ -6,7 +6,8 @@ The same interface as the NumPy references in flash.py, on CuPy arrays::
         -> out (N, L, Ev), lse (N, L)
     flash_backward(q, k, v, out, lse, dout, scale, bias=None, is_causal=False,
                    block_q=64, block_k=64) -> dq, dk, dv
-    softmax_forward(x) -> y;  softmax_backward(y, dy) -> dx      (over the last axis)
+    softmax_forward(x, out=None, empty_rows="zero") -> y     (over the last axis)
+    softmax_backward(y, dy, out=None) -> dx                   (out may be x, or dy)
 
 The kernels are meant to be read and to be right, not to race cuBLAS: one thread per query
 row (or per key row), the row's vectors in registers, the other side's tiles in shared
@@ -215,7 +216,10 @@ extern "C" __global__ void __launch_bounds__(THREADS) flash_bwd_dkdv(
 
 _SOFTMAX_SOURCE = r"""
 // One block = one row of C values; THREADS threads stride over it and reduce in shared
-// memory. y = exp(x - max) / sum(exp(x - max)); a row of all -inf gives zeros.
+// memory. y = exp(x - max) / sum(exp(x - max)); a row of all -inf gives zeros, or NaN when
+// empty_nan (PyTorch's softmax); a NaN or +inf in a row makes the whole row NaN.
+// y may be x, and dx may be dy (in place): each entry is read, then written, by one
+// thread, so the pointers carry no __restrict__.
 __device__ T block_reduce(T value, T* scratch, bool is_max) {
     scratch[threadIdx.x] = value;
     __syncthreads();
@@ -233,25 +237,26 @@ __device__ T block_reduce(T value, T* scratch, bool is_max) {
 }
 
 extern "C" __global__ void __launch_bounds__(THREADS) softmax_fwd(
-        const T* __restrict__ x, int C, T* __restrict__ y) {
+        const T* x, int C, int empty_nan, T* y) {
     __shared__ T scratch[THREADS];
     const long long row = blockIdx.x;
     const T* xr = x + row * C;
     T* yr = y + row * C;
     T m = NEG_INF;
-    for (int c = threadIdx.x; c < C; c += THREADS) m = MAX(m, xr[c]);
+    for (int c = threadIdx.x; c < C; c += THREADS) m = MAX(m, xr[c]);  // (skips NaN)
     m = block_reduce(m, scratch, true);
-    const T shift = m > NEG_INF ? m : (T)0;  // all -inf: exp(-inf - 0) = 0, no NaN
+    // all -inf: shift by 0, so exp(-inf - 0) = 0 and the row is 0; or, for NaN, by -inf
+    const T shift = m > NEG_INF || empty_nan ? m : (T)0;
     T total = 0;
     for (int c = threadIdx.x; c < C; c += THREADS) total += EXP(xr[c] - shift);
-    total = block_reduce(total, scratch, false);
-    const T inv = total > 0 ? (T)1 / total : (T)0;
+    total = block_reduce(total, scratch, false);  // NaN if the row held a NaN or +inf
+    const T inv = total > 0 || total != total ? (T)1 / total : (T)0;
     for (int c = threadIdx.x; c < C; c += THREADS) yr[c] = EXP(xr[c] - shift) * inv;
 }
 
 // Forward was y = softmax(x); backward is dx = y * (dy - sum(dy * y)).
 extern "C" __global__ void __launch_bounds__(THREADS) softmax_bwd(
-        const T* __restrict__ y, const T* __restrict__ dy, int C, T* __restrict__ dx) {
+        const T* y, const T* dy, int C, T* dx) {
     __shared__ T scratch[THREADS];
     const long long row = blockIdx.x;
     T d = 0;
@@ -417,36 +422,61 @@ def flash_backward(q, k, v, out, lse, dout, scale, bias=None, is_causal=False, b
         dv.astype(v.dtype, copy=False)
 
 
-def softmax_forward(x):
-    """softmax over the last axis of a CuPy array (one block per row); all -inf rows give 0.
+def softmax_forward(x, out=None, empty_rows="zero"):
+    """softmax over the last axis of a CuPy array (one block per row), into out (may be x)
+    or a new array. A row of all -inf gives zeros (empty_rows="zero") or NaN ("nan"); a row
+    holding NaN or +inf gives NaN.
 
     >>> y = softmax_forward(cupy.asarray([[1.0, 2.0, 3.0]]))
     """
     cp = _cupy()
+    if empty_rows not in ("nan", "zero"):
+        raise ValueError(f"empty_rows must be 'nan' or 'zero', got {empty_rows!r}")
     work = _work(x)
     C = x.shape[-1] if x.ndim else 1
     x2 = _contiguous(x, work).reshape(-1, C)
-    y = cp.empty_like(x2)
+    y2, into = _rows_out(out, x2)
     if x2.size:
         _module("softmax", work.name).get_function("softmax_fwd")(
-            (x2.shape[0],), (SOFTMAX_THREADS,), (x2, cp.int32(C), y))
-    return y.reshape(x.shape).astype(x.dtype, copy=False)
+            (x2.shape[0],), (SOFTMAX_THREADS,), (x2, cp.int32(C), cp.int32(empty_rows == "nan"),
+                                                 y2))
+    return _result(y2, into, out, x)
 
 
-def softmax_backward(out, dout):
-    """dx = y * (dy - sum(dy * y)) over the last axis, with y = softmax_forward(x).
+def softmax_backward(y, dy, out=None):
+    """dx = y * (dy - sum(dy * y)) over the last axis, with y = softmax_forward(x), into out
+    (may be dy) or a new array.
 
     >>> dx = softmax_backward(y, dy)
     """
     cp = _cupy()
-    if out.shape != dout.shape:
-        raise ValueError(f"softmax_backward: out {out.shape} and dout {dout.shape} differ")
-    work = _work(out)
-    C = out.shape[-1] if out.ndim else 1
-    y2 = _contiguous(out, work).reshape(-1, C)
-    dy2 = _contiguous(dout, work).reshape(-1, C)
-    dx = cp.empty_like(y2)
+    if y.shape != dy.shape:
+        raise ValueError(f"softmax_backward: y {y.shape} and dy {dy.shape} differ")
+    work = _work(y)
+    C = y.shape[-1] if y.ndim else 1
+    y2 = _contiguous(y, work).reshape(-1, C)
+    dy2 = _contiguous(dy, work).reshape(-1, C)
+    dx2, into = _rows_out(out, y2)
     if y2.size:
         _module("softmax", work.name).get_function("softmax_bwd")(
-            (y2.shape[0],), (SOFTMAX_THREADS,), (y2, dy2, cp.int32(C), dx))
-    return dx.reshape(out.shape).astype(out.dtype, copy=False)
+            (y2.shape[0],), (SOFTMAX_THREADS,), (y2, dy2, cp.int32(C), dx2))
+    return _result(dx2, into, out, y)
+
+
+def _rows_out(out, rows):
+    """(where a row kernel writes, whether that is out itself): out as (R, C) when it is
+    C-ordered in the working dtype of the 2-D input ``rows``, else a new array like rows."""
+    if out is not None and out.dtype == rows.dtype and out.flags.c_contiguous:
+        return out.reshape(rows.shape), True
+    return _cupy().empty_like(rows), False
+
+
+def _result(rows_out, into: bool, out, like):
+    """The kernel's (R, C) result as the caller asked for it: in out if given (copied there
+    unless the kernel wrote there already), else in like's shape and dtype."""
+    if into:
+        return out
+    if out is None:
+        return rows_out.reshape(like.shape).astype(like.dtype, copy=False)
+    out[...] = rows_out.reshape(out.shape)
+    return out

@@ -1,4 +1,4 @@
-"""Softmax over the last axis, forward and backward, fast on the CPU.
+"""Softmax over the last axis, forward and backward, fast on the CPU and the GPU.
 
 The two formulas (derived in softmax.py and docs/derivations)::
 
@@ -6,8 +6,8 @@ The two formulas (derived in softmax.py and docs/derivations)::
     dx = y * (dy - rowsum(dy * y))
 
 ``softmax_last`` and ``softmax_last_backward`` compute them for the Softmax op and for fused
-attention, in one of three ways that give the same numbers (tests/test_rowwise.py holds
-them equal):
+attention, in one of four ways that give the same numbers (tests/test_rowwise.py and, for
+the CUDA kernels, tests/test_kernels.py hold them equal):
 
 - ``"reference"``: the formulas above in whole-array xp operations (``_softmax_rows`` and
   ``_softmax_rows_backward``). Any device; what small arrays always use.
@@ -17,6 +17,9 @@ them equal):
   operation; a block is read from memory once and then worked on in cache.
 - ``"numba"``: the compiled row kernels of attention/numba_kernels.py, one pass per row on
   every core. The default on the CPU when numba is installed.
+- ``"cuda"``: for CuPy arrays, the CUDA row kernels of attention/cupy_kernels.py, one
+  thread block per row: one read of the row from GPU memory and one write, where the
+  reference makes five passes over the whole array.
 
 ``MINATTN_ROW_KERNELS`` (numba, numpy or reference) forces one of them where it applies,
 for debugging or for measuring one against another; unset, the fastest available is used.
@@ -39,12 +42,15 @@ KINDS = ("numba", "numpy", "reference")
 
 def _kind(x) -> str:
     """Which way computes this array: MINATTN_ROW_KERNELS if it applies, else the fastest."""
-    if not (backend.is_numpy_array(x) and x.size >= MIN_FAST and x.ndim >= 1
-            and x.shape[-1] > 0 and x.flags.c_contiguous):
-        return "reference"
     wanted = os.environ.get("MINATTN_ROW_KERNELS", "").lower()
     if wanted and wanted not in KINDS:
         raise ValueError(f"MINATTN_ROW_KERNELS={wanted!r}: expected one of {KINDS}")
+    if backend.is_cupy_array(x):  # the CUDA row kernels, unless the reference is asked for
+        usable = x.dtype.kind == "f" and x.ndim >= 1 and x.flags.c_contiguous
+        return "cuda" if usable and wanted != "reference" else "reference"
+    if not (backend.is_numpy_array(x) and x.size >= MIN_FAST and x.ndim >= 1
+            and x.shape[-1] > 0 and x.flags.c_contiguous):
+        return "reference"
     if wanted in ("numpy", "reference"):
         return wanted
     if x.dtype.kind == "f" and x.dtype.itemsize in (4, 8):
@@ -112,6 +118,10 @@ def softmax_last(x, out=None, empty_rows: str = "nan"):
     if x.size == 0:  # no rows, or rows of no entries: nothing to normalize
         return out
     kind = _kind(x) if out.flags.c_contiguous else "reference"
+    if kind == "cuda":
+        from ..attention import cupy_kernels
+
+        return cupy_kernels.softmax_forward(x, out=out, empty_rows=empty_rows)
     with backend.np.errstate(invalid="ignore"):  # NaN rows are meant (the pool's threads
         if kind == "reference":  # take this setting too)
             return _softmax_rows(x, out, empty_rows)
@@ -137,6 +147,10 @@ def softmax_last_backward(y, dy, out=None):
     same = y.dtype == dy.dtype == out.dtype
     fast = same and dy.flags.c_contiguous and out.flags.c_contiguous
     kind = _kind(y) if fast else "reference"
+    if kind == "cuda":
+        from ..attention import cupy_kernels
+
+        return cupy_kernels.softmax_backward(y, dy, out=out)
     if kind == "reference":
         return _softmax_rows_backward(y, dy, out)
     C = y.shape[-1]
