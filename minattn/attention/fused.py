@@ -27,6 +27,7 @@ from .. import backend
 from ..core import Function
 from ..ops import rowwise
 from ..ops.arithmetic import unbroadcast
+from ..ops.matmul import at_b
 from .masks import causal_bias
 
 
@@ -62,7 +63,7 @@ class FusedAttention(Function):
         # then sum each gradient over the batch axes its input was broadcast along.
         q, k, v, probs, keep = self.q, self.k, self.v, self.probs, self.keep
         dropped = probs if keep is None else probs * keep  # (..., L, S)
-        dv = dropped.swapaxes(-1, -2) @ dout  # (..., S, Ev)
+        dv = at_b(dropped, dout)  # (..., S, Ev) = A^T dO, as (dO^T A)^T (see at_b)
         xp = backend.get_array_module(dout)
         dscores = dout @ v.swapaxes(-1, -2)  # (..., L, S): dP, becoming dS in place
         if keep is not None:
@@ -72,7 +73,7 @@ class FusedAttention(Function):
         # dS = P * (dP - rowsum(dP * P)), in place
         dscores = rowwise.softmax_last_backward(probs, dscores, out=dscores)  # (..., L, S)
         dq = (dscores @ k) * self.scale  # (..., L, E)
-        dk = dscores.swapaxes(-1, -2) @ (q * self.scale)  # (..., S, E)
+        dk = at_b(dscores, q * self.scale)  # (..., S, E) = scale dS^T Q
         return unbroadcast(dq, q.shape), unbroadcast(dk, k.shape), unbroadcast(dv, v.shape)
 
 
