@@ -5,7 +5,9 @@ NumPy runs a ufunc on one core. ``run(op, *arrays)`` cuts the output of a large 
 on each slab in its own thread (NumPy releases the GIL inside a ufunc's loop). Each entry
 is computed by the same loop as before, so the result is the same, bit for bit; on two
 cores a pass over a (8, 2048, 2048) array measured 1.8-2x faster. Anything else (CuPy
-arrays, small arrays, mixed or non-float dtypes) goes straight to ``op``.
+arrays, small arrays, mixed or non-float dtypes) goes straight to ``op``. ``reduce`` does
+the same for sums and maxima over some axes, and ``dot_last`` for each row's dot product of
+two arrays (the gradient of a row-broadcast factor, and the softmax backward's row sum).
 
 The thread pool is shared with ops/rowwise.py; core.py's backward pass adds fanned-out
 gradients with ``run`` too. ``MINATTN_NUM_THREADS`` sets the pool's size (default: the CPUs
