@@ -57,6 +57,14 @@ def cuda_available() -> bool:
     return cuda_status()[0]
 
 
+def gpu_memory_available() -> int:
+    """Bytes that new CuPy arrays can take on the current GPU: the device's free memory plus
+    the blocks CuPy's memory pool holds unused (which it hands out again first)."""
+    cp = _import_cupy()
+    free, _total = cp.cuda.runtime.memGetInfo()
+    return int(free) + int(cp.get_default_memory_pool().free_bytes())
+
+
 # -- array modules and devices ----------------------------------------------------------------
 
 

@@ -72,8 +72,10 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p: f
       (reproducible after ``ma.manual_seed``); applied whenever > 0, as in PyTorch.
     - ``impl``: "composed" (primitive ops, autograd), "fused" (one op, hand-written backward)
       or "flash" (tiles, online softmax, memory linear in L and S; no dropout: it raises a
-      ValueError pointing to "fused"). None picks "fused" when dropout is on, else "flash"
-      where compiled kernels exist for the device, else "fused".
+      ValueError pointing to "fused"). None picks "fused" when dropout is on; on the CPU,
+      "flash" where the numba kernels exist and B*H*L*S >= 2^16, else "fused"; on the GPU,
+      "fused" when a backward pass will follow and its (L, S) arrays fit in free GPU
+      memory, else "flash".
 
     A query row that every key is masked out of gives zeros, in the output and in every
     gradient. A plain softmax gives NaN there (0/0), as PyTorch's math path did for years

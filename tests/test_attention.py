@@ -363,6 +363,33 @@ def test_default_impl():
     assert A._default_impl(large, 0.0, S=1024) == ("flash" if fast else "fused")
 
 
+def test_default_impl_on_the_gpu(monkeypatch):
+    """fused for training while its (L, S) arrays fit in free GPU memory, else flash (checked
+    here with the device's answers stood in for)."""
+    from minattn import backend
+
+    q = ma.randn(4, 1024, 8).data  # 4 * 1024 * 1024 scores: 16 MiB per float32 (L, S) array
+    monkeypatch.setattr(backend, "is_cupy_array", lambda x: True)
+    monkeypatch.setattr(backend, "gpu_memory_available", lambda: 2**30)
+    assert A._default_impl(q, 0.0, S=1024, needs_grad=True) == "fused"
+    assert A._default_impl(q, 0.0, S=1024, needs_grad=False) == "flash"  # forward only
+    assert A._default_impl(q, 0.5, S=1024) == "fused"  # dropout
+    monkeypatch.setattr(backend, "gpu_memory_available", lambda: 60 * 2**20)  # < 4 x 16 MiB
+    assert A._default_impl(q, 0.0, S=1024, needs_grad=True) == "flash"
+
+
+def test_default_impl_asks_whether_a_backward_pass_will_follow(monkeypatch):
+    seen = []
+    monkeypatch.setattr(A, "_default_impl", lambda q, p, S, needs_grad: seen.append(needs_grad)
+                        or "fused")
+    q = ma.randn(1, 4, 3)
+    F.scaled_dot_product_attention(q, q, q)
+    F.scaled_dot_product_attention(q, q, ma.randn(1, 4, 3, requires_grad=True))
+    with ma.no_grad():
+        F.scaled_dot_product_attention(q, q, ma.randn(1, 4, 3, requires_grad=True))
+    assert seen == [False, True, False]
+
+
 # -- bad input -----------------------------------------------------------------------------------
 
 
