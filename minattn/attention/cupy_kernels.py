@@ -61,6 +61,16 @@ __device__ inline void load_tile(const T* __restrict__ src, long long n, int row
         tile[t] = t < valid ? src[base + t] : (T)0;
 }
 
+// The key and value tiles from key j0 of head n, once every thread is done with the last
+// ones (the first barrier) and before any thread reads them (the second).
+__device__ inline void load_kv_tiles(const T* __restrict__ k, const T* __restrict__ v,
+                                     long long n, int S, int j0, T* k_tile, T* v_tile) {
+    __syncthreads();
+    load_tile(k, n, S, j0, DIM_E, k_tile);
+    load_tile(v, n, S, j0, DIM_EV, v_tile);
+    __syncthreads();
+}
+
 extern "C" __global__ void __launch_bounds__(THREADS) flash_fwd(
         const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
         const T* __restrict__ bias, long long bias_n, long long bias_l, long long bias_s,
@@ -79,10 +89,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) flash_fwd(
     // causal: no query of this block sees a key at or past the block's last row + 1
     const int keys = is_causal ? min(S, (blk + 1) * THREADS) : S;
     for (int j0 = 0; j0 < keys; j0 += TILE) {
-        __syncthreads();
-        load_tile(k, n, S, j0, DIM_E, &k_tile[0][0]);
-        load_tile(v, n, S, j0, DIM_EV, &v_tile[0][0]);
-        __syncthreads();
+        load_kv_tiles(k, v, n, S, j0, &k_tile[0][0], &v_tile[0][0]);
         if (!row) continue;
         for (int c0 = 0; c0 < TILE; c0 += CHUNK) {
             T s[CHUNK];
@@ -138,10 +145,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) flash_bwd_dq(
     for (int e = 0; e < DIM_E; ++e) dq_i[e] = 0;
     const int keys = is_causal ? min(S, (blk + 1) * THREADS) : S;
     for (int j0 = 0; j0 < keys; j0 += TILE) {
-        __syncthreads();
-        load_tile(k, n, S, j0, DIM_E, &k_tile[0][0]);
-        load_tile(v, n, S, j0, DIM_EV, &v_tile[0][0]);
-        __syncthreads();
+        load_kv_tiles(k, v, n, S, j0, &k_tile[0][0], &v_tile[0][0]);
         if (!live) continue;
         for (int c = 0; c < TILE; ++c) {
             const int j = j0 + c;
