@@ -8,9 +8,12 @@
 #      tests, the CuPy kernel tests, the attention tests on cuda)
 #   3. the GPU benchmark: B=4, H=16, L=S=4096, E=64, forward and forward+backward, against
 #      torch's scaled_dot_product_attention on the same GPU
+#   4. smaller shapes (B=4, H=8, L=S in 256, 1024), flash-cupy against fused: where
+#      impl=None should switch between them on the GPU
 # Fail-soft: a failing step does not stop the others; the script exits nonzero if any failed.
-# Logs (and the benchmark's JSON) go to $OUT when it is set, else to benchmarks/out/.
-# Budget: at most 7.5 minutes in all (the timeouts below add up to 450 s); usually 2-4.
+# Logs (and the benchmarks' JSON) go to $OUT when it is set, else to benchmarks/out/.
+# Budget: at most 7.8 minutes in all (the timeouts below add up to 470 s); usually 3-4 (the
+# first session's GPU tests took 81 s).
 
 set -u
 cd "$(dirname "$0")/.."
@@ -60,11 +63,13 @@ step cuda-available 30 "$PY" -c "from minattn import backend
 ok, why = backend.cuda_status()
 print(why)
 raise SystemExit(0 if ok else 1)"
-step gpu-tests 240 "$PY" -m pytest -q -m gpu -p no:cacheprovider -o addopts="" -rs \
+step gpu-tests 200 "$PY" -m pytest -q -m gpu -p no:cacheprovider -o addopts="" -rs \
     "${modules[@]}"
 step gpu-bench 150 "$PY" -m minattn bench --device cuda --batch 4 --shapes 16x4096 \
     --impl flash-cupy,torch-sdpa,torch-math,fused,flash-ref,flash-ref-1024 --repeat 3 --no-long \
     --max-memory 24 --out "$LOGS/bench_cuda.json"
+step gpu-bench-small 60 "$PY" -m minattn bench --device cuda --batch 4 --shapes 8x256,8x1024 \
+    --impl flash-cupy,fused,torch-sdpa --repeat 5 --no-long --out "$LOGS/bench_cuda_small.json"
 
 echo "=== total $(( $(date +%s) - start_all ))s" | tee -a "$SUMMARY"
 if [ $failed -ne 0 ]; then
