@@ -77,3 +77,17 @@ def test_target_checks_read_the_rows_both_ways():
     assert checks["flash at 65% of the matmul peak, H=8, L=2048"]["met"]  # 99 of 150
     assert not checks["flash extra memory under 64 MB, L=16384"]["met"]  # 70 MiB
     assert not any("H=16" in t or "fused-numpy" in t for t in checks)  # no rows for those
+
+
+def test_speedup_pairs_the_repeats():
+    """Each repeat runs every implementation once, so a slow stretch of the machine slows
+    both sides of a pair: the median of the paired ratios sees through it, the ratio of the
+    medians does not."""
+    ref = {"median_ms": 12.0, "times_ms": [10.0, 12.0, 30.0]}
+    ours = {"median_ms": 15.0, "times_ms": [5.0, 30.0, 15.0]}  # the 2nd repeat ran slow
+    assert bench.speedup(ref, ours) == 2.0  # ratios 2, 0.4, 2
+    assert bench.speedup({"median_ms": 12.0}, {"median_ms": 15.0}) == 0.8  # no repeats kept
+    rows = [dict(impl=i, mode="forward", H=1, L=8, **r) for i, r in
+            (("torch-sdpa", ref), ("fused", ours))]
+    bench._relate(rows)
+    assert rows[1]["speed_vs_sdpa"] == 2.0
