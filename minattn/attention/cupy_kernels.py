@@ -439,12 +439,12 @@ def softmax_forward(x, out=None, empty_rows="zero"):
     work = _work(x)
     C = x.shape[-1] if x.ndim else 1
     x2 = _contiguous(x, work).reshape(-1, C)
-    y2, into = _rows_out(out, x2)
+    y2, into = backend.kernel_out(out, x2)
     if x2.size:
         _module("softmax", work.name).get_function("softmax_fwd")(
             (x2.shape[0],), (SOFTMAX_THREADS,), (x2, cp.int32(C), cp.int32(empty_rows == "nan"),
                                                  y2))
-    return _result(y2, into, out, x)
+    return backend.kernel_result(y2, into, out, x)
 
 
 def softmax_backward(y, dy, out=None):
@@ -460,27 +460,8 @@ def softmax_backward(y, dy, out=None):
     C = y.shape[-1] if y.ndim else 1
     y2 = _contiguous(y, work).reshape(-1, C)
     dy2 = _contiguous(dy, work).reshape(-1, C)
-    dx2, into = _rows_out(out, y2)
+    dx2, into = backend.kernel_out(out, y2)
     if y2.size:
         _module("softmax", work.name).get_function("softmax_bwd")(
             (y2.shape[0],), (SOFTMAX_THREADS,), (y2, dy2, cp.int32(C), dx2))
-    return _result(dx2, into, out, y)
-
-
-def _rows_out(out, rows):
-    """(where a row kernel writes, whether that is out itself): out as (R, C) when it is
-    C-ordered in the working dtype of the 2-D input ``rows``, else a new array like rows."""
-    if out is not None and out.dtype == rows.dtype and out.flags.c_contiguous:
-        return out.reshape(rows.shape), True
-    return _cupy().empty_like(rows), False
-
-
-def _result(rows_out, into: bool, out, like):
-    """The kernel's (R, C) result as the caller asked for it: in out if given (copied there
-    unless the kernel wrote there already), else in like's shape and dtype."""
-    if into:
-        return out
-    if out is None:
-        return rows_out.reshape(like.shape).astype(like.dtype, copy=False)
-    out[...] = rows_out.reshape(out.shape)
-    return out
+    return backend.kernel_result(dx2, into, out, y)

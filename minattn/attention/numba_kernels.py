@@ -767,16 +767,10 @@ def _rows(kernel, rows: list, out, like, *extra):
     every row; the result in out (written directly when it is C-ordered in the working
     dtype) or in a new array of like's shape and dtype."""
     work = rows[0]
-    into = out is not None and out.dtype == work.dtype and out.flags.c_contiguous
-    out2 = out.reshape(work.shape) if into else np.empty_like(work)
+    out2, into = backend.kernel_out(out, work)
     _over_rows(lambda r0, r1: kernel(*(a[r0:r1] for a in rows), out2[r0:r1], *extra),
                work.shape[0])
-    if into:
-        return out
-    if out is None:
-        return out2.reshape(like.shape).astype(like.dtype, copy=False)
-    out[...] = out2.reshape(like.shape)
-    return out
+    return backend.kernel_result(out2, into, out, like)
 
 
 def _over_rows(run, R: int) -> None:
