@@ -650,26 +650,31 @@ def test_cuda_source_on_the_cpu_matches_oracles(emulated_cupy_kernels, dtype):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("dtype, atol", [(np.float64, 1e-13), (np.float16, 2e-3)],
+                         ids=["float64", "float16"])
 @pytest.mark.parametrize("empty_rows", ["zero", "nan"])
 def test_rowwise_hands_cupy_arrays_to_the_cuda_kernels(emulated_cupy_kernels, monkeypatch,
-                                                       rng, empty_rows):
+                                                       rng, empty_rows, dtype, atol):
     """The Softmax op and fused attention reach the CUDA row kernels through rowwise (here on
-    the CPU: the kernels emulated, and rowwise told that these arrays live on the GPU)."""
+    the CPU: the kernels emulated, and rowwise told that these arrays live on the GPU).
+    float16 is computed in float32 and written back into the caller's float16 array."""
     from minattn.ops import rowwise
 
-    x = rng.standard_normal((3, 40, 70))
+    x = rng.standard_normal((3, 40, 70)).astype(dtype)
     x[0, 5] = -np.inf  # an empty row
     x[1, 2, 9] = np.nan
-    dy = rng.standard_normal(x.shape)
+    dy = rng.standard_normal(x.shape).astype(dtype)
     with np.errstate(invalid="ignore"):
         want = rowwise.softmax_last(x, empty_rows=empty_rows)  # (whole-array reference)
         want_dx = rowwise.softmax_last_backward(want, dy)
     monkeypatch.setattr(rowwise, "_kind", lambda x: "cuda")
     y = x.copy()
     assert rowwise.softmax_last(y, out=y, empty_rows=empty_rows) is y  # in place, as fused
-    np.testing.assert_allclose(y, want, atol=1e-13)
+    assert y.dtype == dtype
+    np.testing.assert_allclose(y, want, atol=atol)
     dx = rowwise.softmax_last_backward(y, dy.copy())
-    np.testing.assert_allclose(dx, want_dx, atol=1e-13)
+    assert dx.dtype == dtype
+    np.testing.assert_allclose(dx, want_dx, atol=atol)
 
 
 def test_rowwise_picks_the_cuda_kernels_for_cupy_arrays(monkeypatch):
