@@ -68,6 +68,16 @@ def gpu_memory_available() -> int:
 # -- array modules and devices ----------------------------------------------------------------
 
 
+def kernel_rows(*arrays) -> list:
+    """The arrays as C-ordered (R, C) rows of their last axis (C = 1 for a 0-d array), in the
+    working dtype of the first: what the row kernels of numba_kernels and cupy_kernels read
+    (copies only where an array is not that already)."""
+    xp = get_array_module(arrays[0])
+    work = work_dtype(arrays[0].dtype)
+    C = arrays[0].shape[-1] if arrays[0].ndim else 1
+    return [xp.ascontiguousarray(a, dtype=work).reshape(-1, C) for a in arrays]
+
+
 def kernel_out(out, work):
     """(where a row kernel writes, whether that is ``out`` itself) for a 2-D working array
     ``work`` (R, C): out viewed as (R, C) when it is C-ordered in work's dtype (in place, or

@@ -436,14 +436,12 @@ def softmax_forward(x, out=None, empty_rows="zero"):
     cp = _cupy()
     if empty_rows not in ("nan", "zero"):
         raise ValueError(f"empty_rows must be 'nan' or 'zero', got {empty_rows!r}")
-    work = _work(x)
-    C = x.shape[-1] if x.ndim else 1
-    x2 = _contiguous(x, work).reshape(-1, C)
+    x2, = backend.kernel_rows(x)  # (R, C)
     y2, into = backend.kernel_out(out, x2)
     if x2.size:
-        _module("softmax", work.name).get_function("softmax_fwd")(
-            (x2.shape[0],), (SOFTMAX_THREADS,), (x2, cp.int32(C), cp.int32(empty_rows == "nan"),
-                                                 y2))
+        _module("softmax", x2.dtype.name).get_function("softmax_fwd")(
+            (x2.shape[0],), (SOFTMAX_THREADS,),
+            (x2, cp.int32(x2.shape[1]), cp.int32(empty_rows == "nan"), y2))
     return backend.kernel_result(y2, into, out, x)
 
 
@@ -456,12 +454,9 @@ def softmax_backward(y, dy, out=None):
     cp = _cupy()
     if y.shape != dy.shape:
         raise ValueError(f"softmax_backward: y {y.shape} and dy {dy.shape} differ")
-    work = _work(y)
-    C = y.shape[-1] if y.ndim else 1
-    y2 = _contiguous(y, work).reshape(-1, C)
-    dy2 = _contiguous(dy, work).reshape(-1, C)
+    y2, dy2 = backend.kernel_rows(y, dy)  # (R, C) each
     dx2, into = backend.kernel_out(out, y2)
     if y2.size:
-        _module("softmax", work.name).get_function("softmax_bwd")(
-            (y2.shape[0],), (SOFTMAX_THREADS,), (y2, dy2, cp.int32(C), dx2))
+        _module("softmax", y2.dtype.name).get_function("softmax_bwd")(
+            (y2.shape[0],), (SOFTMAX_THREADS,), (y2, dy2, cp.int32(y2.shape[1]), dx2))
     return backend.kernel_result(dx2, into, out, y)

@@ -741,9 +741,7 @@ def softmax_forward(x, out=None, empty_rows="zero"):
     kernels = _compiled()
     if empty_rows not in ("nan", "zero"):
         raise ValueError(f"empty_rows must be 'nan' or 'zero', got {empty_rows!r}")
-    work = backend.work_dtype(x.dtype)
-    x2 = np.ascontiguousarray(x, dtype=work).reshape(-1, x.shape[-1] if x.ndim else 1)
-    return _rows(kernels["softmax_forward"], [x2], out, x, empty_rows == "nan")
+    return _rows(kernels["softmax_forward"], backend.kernel_rows(x), out, x, empty_rows == "nan")
 
 
 def softmax_backward(y, dy, out=None):
@@ -755,11 +753,7 @@ def softmax_backward(y, dy, out=None):
     kernels = _compiled()
     if y.shape != dy.shape:
         raise ValueError(f"softmax_backward: y {y.shape} and dy {dy.shape} differ")
-    work = backend.work_dtype(y.dtype)
-    shape2 = (-1, y.shape[-1] if y.ndim else 1)
-    y2 = np.ascontiguousarray(y, dtype=work).reshape(shape2)
-    dy2 = np.ascontiguousarray(dy, dtype=work).reshape(shape2)
-    return _rows(kernels["softmax_backward"], [y2, dy2], out, y)
+    return _rows(kernels["softmax_backward"], backend.kernel_rows(y, dy), out, y)
 
 
 def _rows(kernel, rows: list, out, like, *extra):
