@@ -9,9 +9,9 @@ benchmarks/RESULTS.md explains why some targets of issue 4 stay open from these 
   The rate of that product in a numba loop, one thread and every thread, is the most the
   kernels' products can reach. Flash forward+backward does 16 L S E flops per head (the
   benchmark counts 14: the backward pass's recomputation of the scores is not counted), so
-  16 L S E at that rate is the least time its products alone can take.
-- **torch SDPA at H = 1**, forward+backward, and the time a 1.5x faster pass would take (the
-  H = 1 target), when PyTorch is installed.
+  16 H L S E at that rate is the least time its products alone can take, at H = 1 and 8.
+- **torch SDPA forward+backward at H = 1 and 8**, when PyTorch is installed, beside the
+  targets: flash at least 1.5x faster at H = 1, at least as fast at H = 8.
 - **q k^T as one product** (L x 64 by 64 x L, the first product of fused and composed):
   NumPy's BLAS against PyTorch's.
 - **One elementwise pass over an (L, S) float32 array** (one read, one write into a new
@@ -69,13 +69,13 @@ def tile_rates(repeat: int) -> tuple[float, float]:
     return flops / one / 1e6, threads * flops / every / 1e6
 
 
-def sdpa_ms(L: int, repeat: int):
-    """torch SDPA forward+backward at B = H = 1, E = 64 (ms), or None without torch."""
+def sdpa_ms(H: int, L: int, repeat: int):
+    """torch SDPA forward+backward at B = 1, E = 64 (ms), or None without torch."""
     try:
         import torch
     except ImportError:
         return None
-    q, k, v, dout = (torch.randn(1, 1, L, E) for _ in range(4))
+    q, k, v, dout = (torch.randn(1, H, L, E) for _ in range(4))
     for t in (q, k, v):
         t.requires_grad_(True)
 
@@ -120,15 +120,17 @@ def main(argv=None) -> None:
     blas.short_spin_wait()
 
     one, every = tile_rates(args.repeat)
-    flash_gflop = 16 * L * L * E / 1e9  # forward+backward products, with the recomputation
     print(f"tile product ({BQ} x {E}) x ({E} x {BK}) in numba: {one:.0f} GFLOP/s on one "
           f"thread, {every:.0f} on {parallel.num_threads()} threads")
-    print(f"flash forward+backward at H = 1, L = S = {L}: {flash_gflop:.2f} GFLOP of products,"
-          f" at least {flash_gflop / every * 1e3:.1f} ms at that rate")
-    sdpa = sdpa_ms(L, args.repeat)
-    if sdpa is not None:
-        print(f"torch SDPA forward+backward at H = 1: {sdpa:.1f} ms; 1.5x faster is "
-              f"{sdpa / 1.5:.1f} ms")
+    for H, target in ((1, 1.5), (8, 1.0)):
+        gflop = 16 * H * L * L * E / 1e9  # forward+backward products, with the recomputation
+        line = (f"H = {H}, L = S = {L}: flash's products {gflop:.2f} GFLOP, at least "
+                f"{gflop / every * 1e3:.1f} ms at that rate")
+        sdpa = sdpa_ms(H, L, args.repeat)
+        if sdpa is not None:
+            line += (f"; torch SDPA forward+backward {sdpa:.1f} ms, divided by the target's "
+                     f"{target}: {sdpa / target:.1f} ms")
+        print(line)
     products = product_ms(L, args.repeat)
     print(f"q k^T, ({L} x {E}) x ({E} x {L}): " + ", ".join(
         f"{name} {ms:.2f} ms ({2 * L * L * E / ms / 1e6:.0f} GFLOP/s)"
