@@ -350,13 +350,15 @@ class _StopFlag:
 
     def __init__(self):
         self.requested = False
+        self._installed = False
         self._previous = None
 
     def __enter__(self):
         try:
             self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._installed = True
         except ValueError:  # not the main thread: leave Ctrl-C alone
-            self._previous = None
+            pass
         return self
 
     def _handle(self, signum, frame):
@@ -365,8 +367,11 @@ class _StopFlag:
         self.requested = True
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        if self._installed:
+            # None: the handler before was not set from Python, so it cannot be put back;
+            # Python's own (KeyboardInterrupt) beats leaving this one to swallow a Ctrl-C
+            previous = signal.default_int_handler if self._previous is None else self._previous
+            signal.signal(signal.SIGINT, previous)
 
 
 def _progress(total: int, initial: int, enabled: bool, desc: str):

@@ -163,6 +163,28 @@ def test_ctrl_c_finishes_the_step_and_checkpoints(tmp_path):
     assert_same_run(straight, resumed)
 
 
+def test_stop_flag_hands_ctrl_c_back_when_the_old_handler_is_unknown(monkeypatch):
+    """signal.signal returns None for a handler set outside Python: Python's own goes back."""
+    import signal
+
+    before = signal.getsignal(signal.SIGINT)
+    real = signal.signal
+    calls = []
+
+    def installs(signum, handler):  # as if the handler before had been set from C
+        calls.append(handler)
+        previous = real(signum, handler)
+        return None if len(calls) == 1 else previous
+
+    monkeypatch.setattr(T.signal, "signal", installs)
+    try:
+        with T._StopFlag() as stop:
+            assert signal.getsignal(signal.SIGINT) == stop._handle
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        real(signal.SIGINT, before)
+
+
 def test_resume_refuses_other_settings(tmp_path):
     T.train(tiny(), tmp_path, progress=False, stop_after=4)
     with pytest.raises(ValueError, match="other settings.*lr"):
