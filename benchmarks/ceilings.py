@@ -4,10 +4,12 @@
 
 benchmarks/RESULTS.md explains why some targets of issue 4 stay open from these numbers:
 
-- **Tile products.** Flash's products are BLAS calls on small tiles (q_i k_j^T: 64 x 64 by
-  64 x 128, and four more of the same size in the backward pass), one per numba thread.
-  The rate of that product in a numba loop, one thread and every thread, is the most the
-  kernels' products can reach. Flash forward+backward does 16 L S E flops per head (the
+- **Tile products.** Flash's products are BLAS calls on small tiles, each thread its own:
+  per pair of a query block and a key block, q_i k_j^T (64 x 64 by 64 x 128) and p v_j in
+  the forward pass, and five products of the same size in the backward pass. The rate of
+  the first in a numba loop, on one thread and on every thread, is about the most the
+  kernels' products can reach (the others measured 149-159 GFLOP/s on one thread, the same
+  within the noise). Flash forward+backward does 16 L S E flops per head (the
   benchmark counts 14: the backward pass's recomputation of the scores is not counted), so
   16 H L S E at that rate is the least time its products alone can take, at H = 1 and 8.
 - **torch SDPA forward+backward at H = 1 and 8**, when PyTorch is installed, beside the
