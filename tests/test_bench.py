@@ -106,3 +106,25 @@ def test_ceilings_script_prints_each_bound(capsys):
     printed = capsys.readouterr().out
     assert "tile product" in printed and printed.count("flash's products") == 2
     assert "q k^T" in printed and "elementwise pass" in printed
+
+
+def test_gpu_check_asks_the_bench_for_what_it_has_on_cuda():
+    """benchmarks/gpu_check.sh runs only where a GPU is lent: its `minattn bench` lines must
+    parse, and name only CUDA implementations, before one is (a typo would waste the GPU)."""
+    import argparse
+    import pathlib
+    import shlex
+
+    script = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.sh"
+    text = script.read_text().replace("\\\n", " ")  # join continued lines
+    calls = [line.split("-m minattn bench", 1)[1] for line in text.splitlines()
+             if "-m minattn bench" in line]
+    assert len(calls) == 2  # the 16x4096 benchmark and the small shapes
+    for call in calls:
+        parser = argparse.ArgumentParser()
+        bench.add_arguments(parser)
+        args = parser.parse_args(shlex.split(call.replace('"$LOGS', '"logs')))
+        assert args.device == "cuda"
+        impls = args.impl.split(",")
+        assert set(impls) <= set(bench.CUDA_IMPLS), impls
+        assert bench.parse_shapes(args.shapes)
