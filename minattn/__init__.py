@@ -8,7 +8,7 @@
 (4, 8)
 """
 
-from . import functional, nn, ops, optim, viz
+from . import functional, kernels, nn, ops, optim, viz
 from .backend import (
                       cuda_available,
                       default_device,
@@ -41,7 +41,7 @@ __version__ = "0.1.0"
 
 __all__ = ["Function", "GradcheckError", "GradcheckReport", "Tensor", "abs", "cuda_available",
            "default_device", "exp", "float16", "float32", "float64", "functional", "gradcheck",
-           "gradcheck_report", "is_grad_enabled", "log", "manual_seed", "matmul", "max", "mean",
-           "nn", "no_grad", "ones", "ops", "optim", "randn", "relu", "reshape",
+           "gradcheck_report", "is_grad_enabled", "kernels", "log", "manual_seed", "matmul", "max",
+           "mean", "nn", "no_grad", "ones", "ops", "optim", "randn", "relu", "reshape",
            "set_default_device", "sqrt", "sum", "swapaxes", "tanh", "tensor", "transpose", "viz",
            "where", "zeros"]

@@ -68,37 +68,6 @@ def gpu_memory_available() -> int:
 # -- array modules and devices ----------------------------------------------------------------
 
 
-def kernel_rows(*arrays) -> list:
-    """The arrays as C-ordered (R, C) rows of their last axis (C = 1 for a 0-d array), in the
-    working dtype of the first: what the row kernels of numba_kernels and cupy_kernels read
-    (copies only where an array is not that already)."""
-    xp = get_array_module(arrays[0])
-    work = work_dtype(arrays[0].dtype)
-    C = arrays[0].shape[-1] if arrays[0].ndim else 1
-    return [xp.ascontiguousarray(a, dtype=work).reshape(-1, C) for a in arrays]
-
-
-def kernel_out(out, work):
-    """(where a row kernel writes, whether that is ``out`` itself) for a 2-D working array
-    ``work`` (R, C): out viewed as (R, C) when it is C-ordered in work's dtype (in place, or
-    straight into the caller's array), else a new array like work."""
-    if out is not None and out.dtype == work.dtype and out.flags.c_contiguous:
-        return out.reshape(work.shape), True
-    return get_array_module(work).empty_like(work), False
-
-
-def kernel_result(result, into: bool, out, like):
-    """A row kernel's (R, C) ``result`` as the caller asked for it: in ``out`` when given
-    (copied there unless the kernel wrote there already, see kernel_out), else in the shape
-    and dtype of ``like``."""
-    if into:
-        return out
-    if out is None:
-        return result.reshape(like.shape).astype(like.dtype, copy=False)
-    out[...] = result.reshape(out.shape)
-    return out
-
-
 def is_cupy_array(x) -> bool:
     # Checked by type name first so that NumPy-only machines never import cupy.
     return type(x).__module__.startswith("cupy") and _import_cupy() is not None

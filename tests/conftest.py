@@ -32,3 +32,28 @@ def rng():
 def _seed_minattn():
     ma.manual_seed(0)
     yield
+
+
+def _numba_ok() -> bool:
+    from minattn.kernels import numba_math
+
+    return numba_math.available()
+
+
+@pytest.fixture(params=["fast", "numpy", "reference"])
+def kernels(request):
+    """Every kernel test runs with each setting of ``ma.kernels.use``: the fastest twins
+    ("fast", numba where installed), the NumPy twins, and the plain references."""
+    with ma.kernels.use(request.param):
+        yield request.param
+
+
+@pytest.fixture
+def numba_kernels():
+    """The numba kernels module tests, skipped (saying why) where numba cannot run."""
+    from minattn.kernels import numba_math
+
+    ok, why = numba_math.numba_status()
+    if not ok:
+        pytest.skip(why)
+    return numba_math

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import minattn as ma
-from minattn.ops.arithmetic import Add, Div, Mul, Pow
+from minattn.ops.arithmetic import Add, Div, Mul, Pow, unbroadcast
 from minattn.ops.elementwise import Exp, Log, Tanh
 from minattn.ops.matmul import MatMul
 from minattn.ops.reduce import Max, Mean, Sum
@@ -24,21 +24,21 @@ def _xp_zeros_like(dout):
 
 # (op, Function, method, case, input shapes, positive inputs, {mutant name: wrong method})
 MUTANTS = [
-    ("add", Add, "local_grads", lambda a, b: a + b, [(3, 4), (4,)], False, {
-        "sign flip": lambda self, dout: (dout, -dout),
-        "zeros": lambda self, dout: (dout, dout * 0),
+    ("add", Add, "backward", lambda a, b: a + b, [(3, 4), (4,)], False, {
+        "sign flip": lambda self, dout: (dout, unbroadcast(-dout, self.b_shape)),
+        "zeros": lambda self, dout: (dout, unbroadcast(dout * 0, self.b_shape)),
     }),
-    ("mul", Mul, "local_grads", lambda a, b: a * b, [(3, 4), (3, 4)], False, {
+    ("mul", Mul, "backward", lambda a, b: a * b, [(3, 4), (3, 4)], False, {
         "swapped factors": lambda self, dout: (dout * self.a, dout * self.b),
         "dropped factor": lambda self, dout: (dout, dout * self.a),
         "sign flip": lambda self, dout: (-dout * self.b, dout * self.a),
     }),
-    ("div", Div, "local_grads", lambda a, b: a / b, [(3, 4), (3, 4)], True, {
+    ("div", Div, "backward", lambda a, b: a / b, [(3, 4), (3, 4)], True, {
         "db sign flip": lambda self, dout: (dout / self.b, dout * self.a / self.b**2),
         "db dropped a": lambda self, dout: (dout / self.b, -dout / self.b**2),
         "da times b": lambda self, dout: (dout * self.b, -dout * self.a / self.b**2),
     }),
-    ("pow", Pow, "local_grads", lambda a, b: a**b, [(3, 4), (3, 4)], True, {
+    ("pow", Pow, "backward", lambda a, b: a**b, [(3, 4), (3, 4)], True, {
         "exponent not lowered": lambda self, dout: (dout * self.b * self.a**self.b, None),
         "dropped factor b": lambda self, dout: (dout * self.a ** (self.b - 1), None),
     }),

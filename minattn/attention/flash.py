@@ -20,22 +20,23 @@ need a whole row of P, by D = rowsum(dO * O) (Dao et al. 2022; FlashAttention-2,
 Fully masked rows have l = 0: their out is 0 and lse is -inf; the backward then treats
 their P as 0, so every gradient they feed is 0, never NaN.
 
-The kernels below are readable NumPy/CuPy references (``xp``). Compiled kernels for CPU
-(numba) and GPU (CuPy) take exactly the same arguments and are tested against them; the
-FlashAttention op finds its kernels through ``flash_kernels`` alone.
+The two functions below are readable NumPy/CuPy references (``xp``). Compiled twins for the
+CPU (numba) and the GPU (CUDA) live in minattn/kernels/, take exactly the same arguments and
+are tested against them; the FlashAttention op calls ``kernels.run(flash_forward, ...)``,
+which runs the twin for the arrays' device when there is one.
 """
 
 from __future__ import annotations
 
 import math
 
-from .. import backend
+from .. import backend, kernels
 from ..core import Function
 from ..ops.arithmetic import unbroadcast
 from .masks import finite_or_zero
 
 BLOCK_Q = 64  # rows of queries per tile; read at call time, so tests may shrink them
-BLOCK_K = 128  # keys per tile (on the CPU, 64 x 128 tiles measured fastest; see numba_kernels)
+BLOCK_K = 128  # keys per tile (the CPU kernels' fastest tiling, docs/performance.md)
 
 
 # -- the kernel interface: (N, L, E) arrays in, arrays out -------------------------------------
@@ -134,34 +135,6 @@ def flash_backward(q, k, v, out, lse, dout, scale, bias=None, is_causal=False, b
     return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype)
 
 
-def flash_kernels(array):
-    """The (forward, backward) kernel pair for the device of ``array``.
-
-    CPU arrays get the numba kernels (numba_kernels.py) when numba and SciPy are installed;
-    CuPy arrays get the CUDA kernels (cupy_kernels.py); otherwise, or when the environment
-    sets MINATTN_FLASH_KERNELS=reference, the NumPy/CuPy references above. All take the
-    same arguments, and tests/test_kernels.py holds the compiled ones to the references.
-    """
-    import os
-
-    if os.environ.get("MINATTN_FLASH_KERNELS", "").lower() == "reference":
-        return flash_forward, flash_backward
-    if backend.is_cupy_array(array):
-        from . import cupy_kernels
-
-        return cupy_kernels.flash_forward, cupy_kernels.flash_backward
-    from . import numba_kernels
-
-    if numba_kernels.available():
-        return numba_kernels.flash_forward, numba_kernels.flash_backward
-    return flash_forward, flash_backward
-
-
-def has_fast_kernels(array) -> bool:
-    """Whether flash_kernels gives compiled kernels (not the references) for this device."""
-    return flash_kernels(array)[0] is not flash_forward
-
-
 # -- tile helpers ---------------------------------------------------------------------------
 
 
@@ -213,8 +186,8 @@ class FlashAttention(Function):
         L, Ev = q.shape[-2], v.shape[-1]
         q3, k3, v3 = (_flatten_batch(x, self.batch) for x in (q, k, v))  # (N, ., .)
         bias3 = _flatten_bias(self.bias, self.batch)  # (N or 1, L or 1, S or 1)
-        forward, _ = flash_kernels(q3)
-        out3, lse = forward(q3, k3, v3, self.scale, bias3, self.is_causal, BLOCK_Q, BLOCK_K)
+        out3, lse = kernels.run(flash_forward, q3, k3, v3, self.scale, bias3, self.is_causal,
+                                BLOCK_Q, BLOCK_K)  # (N, L, Ev), (N, L)
         self.saved = q3, k3, v3, bias3, out3, lse  # no (L, S) array among them
         return out3.reshape(*self.batch, L, Ev)
 
@@ -223,10 +196,9 @@ class FlashAttention(Function):
         # dS = P * (dP - D) with D = rowsum(dO * O); then each gradient is summed
         # over the batch axes its input was broadcast along.
         q3, k3, v3, bias3, out3, lse = self.saved
-        _, backward = flash_kernels(q3)
         dout3 = dout.reshape(out3.shape)  # (N, L, Ev)
-        dq, dk, dv = backward(q3, k3, v3, out3, lse, dout3, self.scale, bias3, self.is_causal,
-                              BLOCK_Q, BLOCK_K)
+        dq, dk, dv = kernels.run(flash_backward, q3, k3, v3, out3, lse, dout3, self.scale, bias3,
+                                 self.is_causal, BLOCK_Q, BLOCK_K)
         grads = []
         for d, shape in zip((dq, dk, dv), self.shapes):
             grads.append(unbroadcast(d.reshape(*self.batch, *d.shape[1:]), shape))

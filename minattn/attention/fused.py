@@ -16,18 +16,19 @@ Backward, from the upstream dO:
 Masked positions have P = 0, hence dS = 0; a fully masked row has P = 0 everywhere, so its
 output and every gradient it feeds are 0, never NaN.
 
-The two row-wise steps, the softmax and its backward, run in ops/rowwise.py: on the CPU
-every core takes a share of the rows (a numba kernel, or NumPy in cache-sized blocks), where
-whole-array NumPy passes would run one after another on one core.
+The two row-wise steps are the Softmax op's own formulas, ``softmax_rows`` and
+``softmax_rows_backward`` of ops/softmax.py, run in place through ``kernels.run``: on the CPU
+their fast twins give every core a share of the rows (a numba kernel, or NumPy in
+cache-sized blocks), where whole-array NumPy passes would run one after another on one core.
 """
 
 from __future__ import annotations
 
-from .. import backend
+from .. import backend, kernels
 from ..core import Function
-from ..ops import rowwise
 from ..ops.arithmetic import unbroadcast
 from ..ops.matmul import at_b
+from ..ops.softmax import softmax_rows, softmax_rows_backward
 from .masks import causal_bias
 
 
@@ -51,7 +52,7 @@ class FusedAttention(Function):
         if bias is not None:
             probs = _into(xp.add, probs, bias)  # -inf where masked; may add batch axes that v has
         # P = softmax(S) row by row, in place; a fully masked row (all -inf) gets P = 0
-        probs = rowwise.softmax_last(probs, out=probs, empty_rows="zero")  # (..., L, S)
+        probs = kernels.run(softmax_rows, probs, out=probs, empty_rows="zero")  # (..., L, S)
         dropped = probs if self.keep is None else probs * self.keep  # (..., L, S)
         self.q, self.k, self.v, self.probs = q, k, v, probs  # not the scores: never needed
         return dropped @ v  # (..., L, Ev)
@@ -71,7 +72,7 @@ class FusedAttention(Function):
         if probs.shape != dscores.shape:  # v had batch axes that the scores did not
             probs = xp.broadcast_to(probs, dscores.shape)  # (..., L, S), a view
         # dS = P * (dP - rowsum(dP * P)), in place
-        dscores = rowwise.softmax_last_backward(probs, dscores, out=dscores)  # (..., L, S)
+        dscores = kernels.run(softmax_rows_backward, probs, dscores, out=dscores)  # (..., L, S)
         dq = (dscores @ k) * self.scale  # (..., L, E)
         dk = at_b(dscores, q * self.scale)  # (..., S, E) = scale dS^T Q
         return unbroadcast(dq, q.shape), unbroadcast(dk, k.shape), unbroadcast(dv, v.shape)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import numbers
 
-from .. import backend, parallel
+from .. import backend, kernels
 from ..core import _as_tensors, constant_array
 
 IMPLS = ("composed", "fused", "flash")
@@ -113,7 +113,7 @@ def safe_row_max(scores):
     xp = backend.get_array_module(scores)
     if scores.shape[-1] == 0:  # no keys at all: nothing to shift
         return xp.zeros((*scores.shape[:-1], 1), scores.dtype)
-    m = parallel.reduce("max", scores, (scores.ndim - 1,), keepdims=True)  # (..., L, 1)
+    m = kernels.array_module(scores).max(scores, axis=-1, keepdims=True)  # (..., L, 1)
     return finite_or_zero(m)
 
 

@@ -7,18 +7,19 @@ a gradient of its own shape (``unbroadcast``).
 
 from __future__ import annotations
 
-from .. import backend, parallel
+from .. import backend, kernels
 from ..core import Function, Tensor, _as_tensors
 
 
 def unbroadcast(grad, shape: tuple):
     """Sum grad over the axes that broadcasting added or stretched, back to ``shape``."""
+    xp = kernels.array_module(grad)
     extra = grad.ndim - len(shape)
     if extra:
         grad = grad.sum(axis=tuple(range(extra)))  # leading axes that were added
     stretched = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
     if stretched:
-        grad = parallel.reduce("sum", grad, stretched, keepdims=True)  # stretched size-1 axes
+        grad = xp.sum(grad, axis=stretched, keepdims=True)  # stretched size-1 axes
     return grad
 
 
@@ -26,10 +27,11 @@ def unbroadcast_product(x, y, shape: tuple):
     """unbroadcast(x * y, shape), the gradient of a factor that was broadcast: where only its
     last axis was stretched (a row sum, as in softmax's e / e.sum(-1)) each row's dot product
     is taken without making the (..., C) product first."""
+    xp = kernels.array_module(x, y)
     if (x.shape == y.shape and len(shape) == x.ndim >= 2 and shape[-1] == 1 != x.shape[-1]
-            and shape[:-1] == x.shape[:-1]):
-        return parallel.dot_last(x, y)  # (..., 1)
-    return unbroadcast(parallel.run(backend.get_array_module(x, y).multiply, x, y), shape)
+            and shape[:-1] == x.shape[:-1] and x.dtype == y.dtype):
+        return xp.einsum("...i,...i->...", x, y)[..., None]  # (..., 1): sum_i x_i y_i per row
+    return unbroadcast(xp.multiply(x, y), shape)
 
 
 def check_broadcast(op: str, *shapes) -> tuple:
@@ -41,90 +43,88 @@ def check_broadcast(op: str, *shapes) -> tuple:
                          "(NumPy rules: trailing axes must match or be 1)") from None
 
 
-class _Binary(Function):
-    """A broadcasting op of two inputs; subclasses give the local derivatives."""
-
+class Add(Function):
     def forward(self, a, b):
+        check_broadcast("add", a.shape, b.shape)
         self.a_shape, self.b_shape = a.shape, b.shape
-        check_broadcast(type(self).__name__.lower(), a.shape, b.shape)
-        return self.compute(a, b)
+        return kernels.array_module(a, b).add(a, b)  # a + b
 
     def backward(self, dout):
-        da, db = self.local_grads(dout)
-        return (None if da is None else unbroadcast(da, self.a_shape),
-                None if db is None else unbroadcast(db, self.b_shape))
+        # out = a + b  =>  da = dout, db = dout, each summed over the axes its input was
+        # broadcast along (None for an input that needs no gradient: that sum is skipped)
+        da = unbroadcast(dout, self.a_shape) if self.needs_input_grad[0] else None
+        db = unbroadcast(dout, self.b_shape) if self.needs_input_grad[1] else None
+        return da, db
 
 
-class Add(_Binary):
-    def compute(self, a, b):
-        return parallel.run(backend.get_array_module(a, b).add, a, b)  # a + b
+class Sub(Function):
+    def forward(self, a, b):
+        check_broadcast("sub", a.shape, b.shape)
+        self.a_shape, self.b_shape = a.shape, b.shape
+        return kernels.array_module(a, b).subtract(a, b)  # a - b
 
-    def local_grads(self, dout):
-        # out = a + b  =>  da = dout, db = dout
-        # (None for an input that needs no gradient: its unbroadcast sum would be wasted)
-        return (dout if self.needs_input_grad[0] else None,
-                dout if self.needs_input_grad[1] else None)
-
-
-class Sub(_Binary):
-    def compute(self, a, b):
-        return parallel.run(backend.get_array_module(a, b).subtract, a, b)  # a - b
-
-    def local_grads(self, dout):
-        # out = a - b  =>  da = dout, db = -dout
-        xp = backend.get_array_module(dout)
-        return (dout if self.needs_input_grad[0] else None,
-                parallel.run(xp.negative, dout) if self.needs_input_grad[1] else None)
+    def backward(self, dout):
+        # out = a - b  =>  da = dout, db = -dout (each unbroadcast to its input's shape)
+        xp = kernels.array_module(dout)
+        da = unbroadcast(dout, self.a_shape) if self.needs_input_grad[0] else None
+        db = unbroadcast(xp.negative(dout), self.b_shape) if self.needs_input_grad[1] else None
+        return da, db
 
 
-class Mul(_Binary):
-    def compute(self, a, b):
+class Mul(Function):
+    def forward(self, a, b):
+        check_broadcast("mul", a.shape, b.shape)
         self.a, self.b = a, b
-        return parallel.run(backend.get_array_module(a, b).multiply, a, b)  # a * b
+        return kernels.array_module(a, b).multiply(a, b)  # a * b
 
-    def local_grads(self, dout):
+    def backward(self, dout):
         # out = a * b  =>  da = dout * b, db = dout * a, each summed over the axes its
         # input was broadcast along (for a row factor, (..., 1), each row's dot product)
         da = db = None
         if self.needs_input_grad[0]:
-            da = unbroadcast_product(dout, self.b, self.a_shape)
+            da = unbroadcast_product(dout, self.b, self.a.shape)
         if self.needs_input_grad[1]:
-            db = unbroadcast_product(dout, self.a, self.b_shape)
+            db = unbroadcast_product(dout, self.a, self.b.shape)
         return da, db
 
 
-class Div(_Binary):
-    def compute(self, a, b):
+class Div(Function):
+    def forward(self, a, b):
+        check_broadcast("div", a.shape, b.shape)
         self.a, self.b = a, b
-        return parallel.run(backend.get_array_module(a, b).divide, a, b)  # a / b
+        return kernels.array_module(a, b).divide(a, b)  # a / b
 
-    def local_grads(self, dout):
+    def backward(self, dout):
         # out = a / b  =>  da = dout / b, db = -dout * a / b**2
         # b is constant along the axes it was broadcast over, so db sums -dout * a over
         # them first and divides the (smaller) sum by b**2: softmax's e / e.sum() divides
         # a row sum once instead of every (L, S) entry.
-        xp = backend.get_array_module(dout)
-        da = parallel.run(xp.divide, dout, self.b) if self.needs_input_grad[0] else None
-        db = None
+        xp = kernels.array_module(dout)
+        da = db = None
+        if self.needs_input_grad[0]:
+            da = unbroadcast(xp.divide(dout, self.b), self.a.shape)
         if self.needs_input_grad[1]:
-            db = -unbroadcast_product(dout, self.a, self.b_shape) / self.b**2
+            db = -unbroadcast_product(dout, self.a, self.b.shape) / self.b**2
         return da, db
 
 
-class Pow(_Binary):
-    def compute(self, a, b):
+class Pow(Function):
+    def forward(self, a, b):
+        check_broadcast("pow", a.shape, b.shape)
         self.a, self.b = a, b
         self.out = a**b
         return self.out
 
-    def local_grads(self, dout):
+    def backward(self, dout):
         # out = a ** b  =>  da = dout * b * a**(b - 1), db = dout * out * log(a)
         # (b = 0: da = 0 even at a = 0, where a**(b - 1) = inf; the exponent 1 stands in)
         xp = backend.get_array_module(dout)
-        da = None
+        da = db = None
         if self.needs_input_grad[0]:
-            da = dout * self.b * self.a ** xp.where(self.b == 0, 1, self.b - 1)
-        db = dout * self.out * xp.log(self.a) if self.needs_input_grad[1] else None
+            da = unbroadcast(dout * self.b * self.a ** xp.where(self.b == 0, 1, self.b - 1),
+                             self.a.shape)
+        if self.needs_input_grad[1]:
+            db = unbroadcast(dout * self.out * xp.log(self.a), self.b.shape)
         return da, db
 
 

@@ -9,22 +9,61 @@ and with c = max(x) every exponent is <= 0, so exp never overflows, even for log
     y = softmax(x)       dx = y * (dy - sum(dy * y))
     y = log_softmax(x)   dx = dy - exp(y) * sum(dy)
 
-A row of all -inf has no softmax (every term is 0/0): it gives NaN, as in PyTorch.
-Attention, which must survive fully masked rows, guards against that itself.
+A row of all -inf has no softmax (every term is 0/0): it gives NaN, as in PyTorch;
+attention asks for zeros instead (``empty_rows="zero"``), so fully masked queries give 0.
 
-Softmax computes both formulas with rowwise.py, which runs them over the last axis on every
-CPU core (a numba kernel, or NumPy in cache-sized blocks of rows); another axis is moved
-last first. A 0-d tensor is a row of one entry, as in PyTorch.
+``softmax_rows`` and ``softmax_rows_backward`` below are the two formulas over the last axis,
+in plain array code: what runs under ``ma.kernels.use("reference")``, and what the fast twins
+in minattn/kernels/ (numba, NumPy in cache-sized blocks on threads, CUDA) are tested against.
+``kernels.run(softmax_rows, x)`` takes the twin when there is one. Another axis is moved last
+first; a 0-d tensor is a row of one entry, as in PyTorch.
 """
 
 from __future__ import annotations
 
 import numbers
 
-from .. import backend
+from .. import backend, kernels
 from ..core import Function, Tensor
-from . import rowwise
 from .reduce import normalize_axis
+
+
+def softmax_rows(x, out=None, empty_rows: str = "nan"):
+    """y = exp(x - max x) / sum(exp(x - max x)) over the last axis (into out if given).
+
+    Rows that hold NaN or +inf give NaN; a row of all -inf gives NaN, or zeros when
+    ``empty_rows="zero"``.
+    """
+    if empty_rows not in ("nan", "zero"):
+        raise ValueError(f"empty_rows must be 'nan' or 'zero', got {empty_rows!r}")
+    xp = backend.get_array_module(x)
+    m = x.max(axis=-1, keepdims=True) if x.size else x[..., :1]  # (..., 1)
+    if empty_rows == "zero":  # an all -inf row: shift by a finite m, so its exps are all 0
+        m = xp.maximum(m, xp.finfo(x.dtype).min)  # (..., 1); NaN stays NaN
+    with backend.np.errstate(invalid="ignore"):  # inf - inf = NaN in a +inf row is meant
+        e = xp.exp(x - m)  # (..., C), every exponent <= 0: no overflow
+    total = e.sum(axis=-1, keepdims=True)  # (..., 1), >= 1 unless the row is all -inf
+    if empty_rows == "zero":
+        total = xp.maximum(total, xp.finfo(x.dtype).tiny)  # 0 / tiny = 0 for an empty row
+    with backend.np.errstate(invalid="ignore"):  # 0 / 0 = NaN for an all -inf row is meant
+        y = e / total  # (..., C)
+    if out is None:
+        return y
+    out[...] = y
+    return out
+
+
+def softmax_rows_backward(y, dy, out=None):
+    """dx = y * (dy - rowsum(dy * y)) over the last axis, y = softmax_rows(x) (into out)."""
+    # y_i = e^{x_i} / sum_j e^{x_j}  =>  dy_i/dx_k = y_i (delta_ik - y_k),  J = diag(y) - y y^T
+    # dx_k = sum_i dy_i y_i (delta_ik - y_k) = y_k (dy_k - sum_i dy_i y_i)
+    if y.shape != dy.shape:
+        raise ValueError(f"softmax backward: y {y.shape} and dy {dy.shape} must have one shape")
+    dx = y * (dy - (dy * y).sum(axis=-1, keepdims=True))  # (..., C)
+    if out is None:
+        return dx
+    out[...] = dx
+    return out
 
 
 def _check_axis(x, axis: int) -> int:
@@ -51,16 +90,16 @@ class Softmax(Function):
 
     def forward(self, x):
         self.axis = _check_axis(x, self.axis)
-        y = rowwise.softmax_last(_last(x, self.axis))  # every exponent <= 0: no overflow
+        y = kernels.run(softmax_rows, _last(x, self.axis))  # the rows' softmax (fast twin if any)
         self.out = _back(y, self.axis, x.shape)
         return self.out  # saved for backward: dx needs y, not x
 
     def backward(self, dout):
         # y_i = e^{x_i} / sum_j e^{x_j}  =>  dy_i/dx_k = y_i (delta_ik - y_k),  J = diag(y) - y y^T
         # dx_k = sum_i dy_i y_i (delta_ik - y_k) = y_k (dy_k - sum_i dy_i y_i)
-        # (computed by rowwise.softmax_last_backward, along the last axis)
+        # (softmax_rows_backward, along the last axis)
         y = self.out
-        dx = rowwise.softmax_last_backward(_last(y, self.axis), _last(dout, self.axis))
+        dx = kernels.run(softmax_rows_backward, _last(y, self.axis), _last(dout, self.axis))
         return _back(dx, self.axis, y.shape)
 
 

@@ -1,4 +1,4 @@
-"""Large elementwise NumPy operations, split across the CPU's cores.
+"""Large elementwise NumPy operations, split across the CPU's cores, and the thread pool.
 
 NumPy runs a ufunc on one core. ``run(op, *arrays)`` cuts the output of a large operation
 (a million entries or more) into one slab per thread along a leading axis, and runs ``op``
@@ -9,9 +9,11 @@ arrays, small arrays, mixed or non-float dtypes) goes straight to ``op``. ``redu
 the same for sums and maxima over some axes, and ``dot_last`` for each row's dot product of
 two arrays (the gradient of a row-broadcast factor, and the softmax backward's row sum).
 
-The thread pool is shared with ops/rowwise.py; core.py's backward pass adds fanned-out
-gradients with ``run`` too. ``MINATTN_NUM_THREADS`` sets the pool's size (default: the CPUs
-this process may run on); 1 turns the splitting off.
+The ops reach these through ``ThreadedNumPy`` (below), the array module that
+``kernels.array_module`` hands them for NumPy arrays: ``xp.add(a, b)`` in an op is
+``run(np.add, a, b)`` here. The thread pool is shared with the row kernels of rows.py and
+numba_rows.py. ``MINATTN_NUM_THREADS`` sets the pool's size (default: the CPUs this process
+may run on); 1 turns the splitting off.
 """
 
 from __future__ import annotations
@@ -165,7 +167,7 @@ def dot_last(a, b):
         # (CuPy too takes the plain form, the one checked on a GPU)
         return (a * b).sum(axis=-1, keepdims=True)
     np = backend.np
-    # (the size first: inside rowwise's small blocks this function must cost next to nothing)
+    # (the size first: inside the row blocks of rows.py this function must cost next to nothing)
     if a.size < MIN_PARALLEL or a.ndim < 2 or num_threads() < 2:
         return np.einsum("...i,...i->...", a, b)[..., None]  # (..., 1)
     threads = num_threads()
@@ -179,3 +181,56 @@ def dot_last(a, b):
 
     each(slab, range(threads), threads)
     return out
+
+
+class ThreadedNumPy:
+    """NumPy, with large elementwise ops and reductions split across threads (same results,
+    bit for bit); every other name is NumPy's own.
+
+    >>> xp = ThreadedNumPy()
+    >>> xp.add(a, b)                      # run(np.add, a, b)
+    >>> xp.sum(x, axis=-1, keepdims=True)  # reduce("sum", x, (-1,), keepdims=True)
+    """
+
+    def __getattr__(self, name):
+        return getattr(backend.np, name)
+
+    def __repr__(self) -> str:
+        return "<NumPy on threads (minattn.kernels)>"
+
+    def add(self, a, b):
+        return run(backend.np.add, a, b)
+
+    def subtract(self, a, b):
+        return run(backend.np.subtract, a, b)
+
+    def multiply(self, a, b):
+        return run(backend.np.multiply, a, b)
+
+    def divide(self, a, b):
+        return run(backend.np.divide, a, b)
+
+    def negative(self, x):
+        return run(backend.np.negative, x)
+
+    def exp(self, x):
+        return run(backend.np.exp, x)
+
+    def sum(self, x, axis=None, keepdims: bool = False):
+        return self._reduce("sum", x, axis, keepdims)
+
+    def max(self, x, axis=None, keepdims: bool = False):
+        return self._reduce("max", x, axis, keepdims)
+
+    def einsum(self, subscripts: str, *operands, **options):
+        """np.einsum; each row's dot product ("...i,...i->...") split across threads."""
+        if subscripts == "...i,...i->..." and len(operands) == 2 and not options:
+            return dot_last(*operands)[..., 0]
+        return backend.np.einsum(subscripts, *operands, **options)
+
+    @staticmethod
+    def _reduce(method: str, x, axis, keepdims: bool):
+        if axis is None:
+            return getattr(x, method)(keepdims=keepdims)
+        axes = (axis,) if isinstance(axis, int) else tuple(axis)
+        return reduce(method, x, axes, keepdims)

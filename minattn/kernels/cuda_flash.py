@@ -1,13 +1,11 @@
-"""Flash attention and a row softmax as CUDA kernels, compiled by CuPy (``cupy.RawKernel``).
+"""Flash attention as CUDA kernels, compiled by CuPy (``cupy.RawKernel``).
 
-The same interface as the NumPy references in flash.py, on CuPy arrays::
+The same interface as the NumPy references in attention/flash.py, on CuPy arrays::
 
     flash_forward(q, k, v, scale, bias=None, is_causal=False, block_q=64, block_k=64)
         -> out (N, L, Ev), lse (N, L)
     flash_backward(q, k, v, out, lse, dout, scale, bias=None, is_causal=False,
                    block_q=64, block_k=64) -> dq, dk, dv
-    softmax_forward(x, out=None, empty_rows="zero") -> y     (over the last axis)
-    softmax_backward(y, dy, out=None) -> dx                   (out may be x, or dy)
 
 The kernels are meant to be read and to be right, not to race cuBLAS: one thread per query
 row (or per key row), the row's vectors in registers, the other side's tiles in shared
@@ -28,11 +26,10 @@ from __future__ import annotations
 
 import functools
 
-from .. import backend
+from . import cuda, layout
 
 THREADS = 64  # threads per block: query rows (forward, dq) or key rows (dk, dv)
 SHARED_BYTES = 32 * 1024  # shared-memory budget of a block for the K/V (or Q/dO) tiles
-
 
 _FLASH_SOURCE = r"""
 // One thread = one query row i of head n; a block = THREADS consecutive rows.
@@ -218,61 +215,6 @@ extern "C" __global__ void __launch_bounds__(THREADS) flash_bwd_dkdv(
 }
 """
 
-_SOFTMAX_SOURCE = r"""
-// One block = one row of C values; THREADS threads stride over it and reduce in shared
-// memory. y = exp(x - max) / sum(exp(x - max)); a row of all -inf gives zeros, or NaN when
-// empty_nan (PyTorch's softmax); a NaN or +inf in a row makes the whole row NaN.
-// y may be x, and dx may be dy (in place): each entry is read, then written, by one
-// thread, so the pointers carry no __restrict__.
-__device__ T block_reduce(T value, T* scratch, bool is_max) {
-    scratch[threadIdx.x] = value;
-    __syncthreads();
-    for (int half = THREADS / 2; half > 0; half /= 2) {
-        if (threadIdx.x < half) {
-            const T other = scratch[threadIdx.x + half];
-            scratch[threadIdx.x] = is_max ? MAX(scratch[threadIdx.x], other)
-                                          : scratch[threadIdx.x] + other;
-        }
-        __syncthreads();
-    }
-    const T result = scratch[0];
-    __syncthreads();
-    return result;
-}
-
-extern "C" __global__ void __launch_bounds__(THREADS) softmax_fwd(
-        const T* x, int C, int empty_nan, T* y) {
-    __shared__ T scratch[THREADS];
-    const long long row = blockIdx.x;
-    const T* xr = x + row * C;
-    T* yr = y + row * C;
-    T m = NEG_INF;
-    for (int c = threadIdx.x; c < C; c += THREADS) m = MAX(m, xr[c]);  // (skips NaN)
-    m = block_reduce(m, scratch, true);
-    // all -inf: shift by 0, so exp(-inf - 0) = 0 and the row is 0; or, for NaN, by -inf
-    const T shift = m > NEG_INF || empty_nan ? m : (T)0;
-    T total = 0;
-    for (int c = threadIdx.x; c < C; c += THREADS) total += EXP(xr[c] - shift);
-    total = block_reduce(total, scratch, false);  // NaN if the row held a NaN or +inf
-    const T inv = total > 0 || total != total ? (T)1 / total : (T)0;
-    for (int c = threadIdx.x; c < C; c += THREADS) yr[c] = EXP(xr[c] - shift) * inv;
-}
-
-// Forward was y = softmax(x); backward is dx = y * (dy - sum(dy * y)).
-extern "C" __global__ void __launch_bounds__(THREADS) softmax_bwd(
-        const T* y, const T* dy, int C, T* dx) {
-    __shared__ T scratch[THREADS];
-    const long long row = blockIdx.x;
-    T d = 0;
-    for (int c = threadIdx.x; c < C; c += THREADS) d += dy[row * C + c] * y[row * C + c];
-    d = block_reduce(d, scratch, false);
-    for (int c = threadIdx.x; c < C; c += THREADS)
-        dx[row * C + c] = y[row * C + c] * (dy[row * C + c] - d);
-}
-"""
-
-SOFTMAX_THREADS = 256
-
 
 def _config(itemsize: int, E: int, Ev: int, threads: int = THREADS) -> dict:
     """The compile-time constants for one dtype and feature sizes.
@@ -286,82 +228,31 @@ def _config(itemsize: int, E: int, Ev: int, threads: int = THREADS) -> dict:
     return {"DIM_E": E, "DIM_EV": Ev, "THREADS": threads, "TILE": tile, "CHUNK": chunk}
 
 
-def kernel_source(kind: str, dtype_name: str, E: int = 1, Ev: int = 1) -> str:
-    """The CUDA C source of the flash ("flash") or softmax ("softmax") kernels for a dtype."""
-    single = {"float32": True, "float64": False}[dtype_name]
-    if kind == "flash":
-        params = _config(4 if single else 8, E, Ev)
-    else:
-        params = {"THREADS": SOFTMAX_THREADS}
-    lines = [f"typedef {'float' if single else 'double'} T;"]
-    lines += [f"#define {name} {value}" for name, value in params.items()]
-    if single:
-        lines += ["#define NEG_INF (-__int_as_float(0x7f800000))",
-                  "#define EXP(x) expf(x)", "#define LOG(x) logf(x)",
-                  "#define MAX(a, b) fmaxf(a, b)"]
-    else:
-        lines += ["#define NEG_INF (-__longlong_as_double(0x7ff0000000000000LL))",
-                  "#define EXP(x) exp(x)", "#define LOG(x) log(x)", "#define MAX(a, b) fmax(a, b)"]
-    return "\n".join(lines) + "\n" + (_FLASH_SOURCE if kind == "flash" else _SOFTMAX_SOURCE)
-
-
-# -- CuPy plumbing ------------------------------------------------------------------------------
-
-
-def _cupy():
-    ok, why = backend.cuda_status()
-    if not ok:
-        raise RuntimeError(f"the CuPy kernels cannot run: {why}")
-    return backend._import_cupy()
+def kernel_source(dtype_name: str, E: int, Ev: int) -> str:
+    """The CUDA C source of the flash kernels for a dtype and feature sizes."""
+    itemsize = {"float32": 4, "float64": 8}[dtype_name]
+    return cuda.source(_FLASH_SOURCE, dtype_name, _config(itemsize, E, Ev))
 
 
 @functools.lru_cache(maxsize=64)
-def _module(kind: str, dtype_name: str, E: int = 1, Ev: int = 1):
-    cp = _cupy()
-    return cp.RawModule(code=kernel_source(kind, dtype_name, E, Ev), options=("--std=c++14",))
-
-
-def _work(x):
-    """float32 for float16/float32 (sums in float32), float64 for float64."""
-    return backend.work_dtype(x.dtype)
-
-
-def _contiguous(x, dtype):
-    cp = _cupy()
-    return cp.ascontiguousarray(x, dtype=dtype)
+def _module(dtype_name: str, E: int, Ev: int):
+    return cuda.compile_source(kernel_source(dtype_name, E, Ev))
 
 
 def _bias_args(bias, N, L, S, dtype):
     """(array, strides in elements, has_bias): bias broadcast to (N, L, S), never copied big."""
-    cp = _cupy()
-    if bias is None:
-        return cp.zeros(1, dtype), (0, 0, 0), 0
-    bias = cp.asarray(bias).astype(dtype, copy=False)
-    if bias.ndim > 3:
-        raise ValueError(f"bias must have at most 3 axes (N, L, S), got shape {bias.shape}")
-    try:
-        view = cp.broadcast_to(bias, (N, L, S))
-    except ValueError:
-        raise ValueError(f"bias of shape {bias.shape} does not broadcast to (N, L, S) = "
-                         f"{(N, L, S)}") from None
+    view = layout.bias_view(bias, N, L, S, dtype)
+    if view is None:
+        return cuda.cupy().zeros(1, dtype), (0, 0, 0), 0
     strides = tuple(s // view.itemsize for s in view.strides)
     return view, strides, 1
 
 
 def _check(q, k, v, op):
-    cp = _cupy()
-    for name, x in (("q", q), ("k", k), ("v", v)):
-        if not isinstance(x, cp.ndarray):
-            raise TypeError(f"{op}: the CuPy kernels take CuPy arrays; {name} is a "
-                            f"{type(x).__module__}.{type(x).__name__}")
-        if x.dtype.kind != "f":
-            raise TypeError(f"{op}: flash attention needs float arrays, got q {q.dtype}, "
-                            f"k {k.dtype}, v {v.dtype}")
-    if q.ndim != 3 or k.ndim != 3 or v.ndim != 3 or not (
-            q.shape[0] == k.shape[0] == v.shape[0] and q.shape[2] == k.shape[2]
-            and k.shape[1] == v.shape[1]):
-        raise ValueError(f"{op}: shapes q {q.shape}, k {k.shape}, v {v.shape} do not fit "
-                         "(N, L, E), (N, S, E), (N, S, Ev)")
+    """The work dtype, after checking that q, k, v are CuPy float arrays of fitting shapes."""
+    work = layout.work_dtype(op, q, k, v, cuda.cupy().ndarray, "CuPy")
+    layout.check_shapes(op, q, k, v)
+    return work
 
 
 def _grid(rows: int, N: int) -> tuple:
@@ -375,17 +266,16 @@ def flash_forward(q, k, v, scale, bias=None, is_causal=False, block_q=64, block_
 
     >>> out, lse = flash_forward(q, k, v, 1 / 8.0)   # CuPy q (N, L, E), k (N, S, E), v (N, S, Ev)
     """
-    cp = _cupy()
-    _check(q, k, v, "flash_forward")
-    work = _work(q)
+    cp = cuda.cupy()
+    work = _check(q, k, v, "flash_forward")
     N, L, E = q.shape
     S, Ev = k.shape[1], v.shape[2]
-    q_, k_, v_ = (_contiguous(x, work) for x in (q, k, v))
+    q_, k_, v_ = (cuda.contiguous(x, work) for x in (q, k, v))
     bias_, (bn, bl, bs), has_bias = _bias_args(bias, N, L, S, work)
     out = cp.empty((N, L, Ev), work)
     lse = cp.empty((N, L), work)
     if N and L:
-        kernel = _module("flash", work.name, E, Ev).get_function("flash_fwd")
+        kernel = _module(work.name, E, Ev).get_function("flash_fwd")
         kernel(_grid(L, N), (THREADS,), (q_, k_, v_, bias_, cp.int64(bn), cp.int64(bl),
                                          cp.int64(bs), cp.int32(has_bias),
                                          cp.int32(bool(is_causal)), cp.int32(L), cp.int32(S),
@@ -399,22 +289,19 @@ def flash_backward(q, k, v, out, lse, dout, scale, bias=None, is_causal=False, b
 
     >>> dq, dk, dv = flash_backward(q, k, v, out, lse, dout, 1 / 8.0)
     """
-    cp = _cupy()
-    _check(q, k, v, "flash_backward")
-    work = _work(q)
+    cp = cuda.cupy()
+    work = _check(q, k, v, "flash_backward")
     N, L, E = q.shape
     S, Ev = k.shape[1], v.shape[2]
-    if out.shape != (N, L, Ev) or dout.shape != (N, L, Ev) or lse.shape != (N, L):
-        raise ValueError(f"flash_backward: out {out.shape}, dout {dout.shape} and lse "
-                         f"{lse.shape} must be (N, L, Ev) = {(N, L, Ev)} and (N, L)")
-    q_, k_, v_, dout_ = (_contiguous(x, work) for x in (q, k, v, dout))
-    lse_ = _contiguous(lse, work)
-    D = (dout_ * _contiguous(out, work)).sum(axis=-1)  # (N, L) = rowsum(dout * out)
+    layout.check_saved(out, lse, dout, N, L, Ev)
+    q_, k_, v_, dout_ = (cuda.contiguous(x, work) for x in (q, k, v, dout))
+    lse_ = cuda.contiguous(lse, work)
+    D = (dout_ * cuda.contiguous(out, work)).sum(axis=-1)  # (N, L) = rowsum(dout * out)
     bias_, (bn, bl, bs), has_bias = _bias_args(bias, N, L, S, work)
     dq = cp.zeros((N, L, E), work)
     dk = cp.zeros((N, S, E), work)
     dv = cp.zeros((N, S, Ev), work)
-    module = _module("flash", work.name, E, Ev)
+    module = _module(work.name, E, Ev)
     common = (bias_, cp.int64(bn), cp.int64(bl), cp.int64(bs), cp.int32(has_bias),
               cp.int32(bool(is_causal)), cp.int32(L), cp.int32(S), work.type(scale))
     if N and L and S:
@@ -424,39 +311,3 @@ def flash_backward(q, k, v, out, lse, dout, scale, bias=None, is_causal=False, b
             _grid(S, N), (THREADS,), (q_, k_, v_, dout_, lse_, D, *common, dk, dv))
     return dq.astype(q.dtype, copy=False), dk.astype(k.dtype, copy=False), \
         dv.astype(v.dtype, copy=False)
-
-
-def softmax_forward(x, out=None, empty_rows="zero"):
-    """softmax over the last axis of a CuPy array (one block per row), into out (may be x)
-    or a new array. A row of all -inf gives zeros (empty_rows="zero") or NaN ("nan"); a row
-    holding NaN or +inf gives NaN.
-
-    >>> y = softmax_forward(cupy.asarray([[1.0, 2.0, 3.0]]))
-    """
-    cp = _cupy()
-    if empty_rows not in ("nan", "zero"):
-        raise ValueError(f"empty_rows must be 'nan' or 'zero', got {empty_rows!r}")
-    x2, = backend.kernel_rows(x)  # (R, C)
-    y2, into = backend.kernel_out(out, x2)
-    if x2.size:
-        _module("softmax", x2.dtype.name).get_function("softmax_fwd")(
-            (x2.shape[0],), (SOFTMAX_THREADS,),
-            (x2, cp.int32(x2.shape[1]), cp.int32(empty_rows == "nan"), y2))
-    return backend.kernel_result(y2, into, out, x)
-
-
-def softmax_backward(y, dy, out=None):
-    """dx = y * (dy - sum(dy * y)) over the last axis, with y = softmax_forward(x), into out
-    (may be dy) or a new array.
-
-    >>> dx = softmax_backward(y, dy)
-    """
-    cp = _cupy()
-    if y.shape != dy.shape:
-        raise ValueError(f"softmax_backward: y {y.shape} and dy {dy.shape} differ")
-    y2, dy2 = backend.kernel_rows(y, dy)  # (R, C) each
-    dx2, into = backend.kernel_out(out, y2)
-    if y2.size:
-        _module("softmax", y2.dtype.name).get_function("softmax_bwd")(
-            (y2.shape[0],), (SOFTMAX_THREADS,), (y2, dy2, cp.int32(y2.shape[1]), dx2))
-    return backend.kernel_result(dx2, into, out, y)

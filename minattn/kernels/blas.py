@@ -2,7 +2,7 @@
 idle threads spin.
 
 Two pools of threads share the cores whenever minattn runs a compiled kernel between matrix
-products: numba's threads (or the row-softmax threads of ops/rowwise.py) and OpenBLAS's own.
+products: numba's threads (or the row-softmax threads of kernels/rows.py) and OpenBLAS's own.
 Two things keep them from fighting:
 
 - ``single_thread()``: inside it every BLAS library found runs on one thread. The numba
