@@ -7,31 +7,28 @@ plain array code, and asks this package for a fast twin where one exists.
 
 What is here, and the plain reference each fast piece is held equal to (tests/kernels/):
 
-=================  ===========================================  ==============================
-module             what                                         its reference
-=================  ===========================================  ==============================
-threads.py         the thread pool; large elementwise ops and   the same NumPy call, unsplit
-                   reductions split across it (ThreadedNumPy)
-blas.py            BLAS thread count and idle-thread spinning   (settings only)
-rows.py            which row-softmax twin computes an array;    ops/softmax.py softmax_rows,
-                   the NumPy twin (cache-sized blocks of rows)  softmax_rows_backward
-numba_math.py      exp2 that vectorizes, row helpers, BLAS      (helpers of the two below)
-                   c += a b, compiling with numba
-numba_rows.py      the row softmax and its backward in numba    ops/softmax.py
-numba_flash.py     flash attention forward and backward, numba  attention/flash.py
-cuda.py            CuPy and compiling CUDA C                    (plumbing)
-cuda_rows.py       the row softmax in CUDA                      ops/softmax.py
-cuda_flash.py      flash attention in CUDA                      attention/flash.py
-layout.py          shape, bias and row-layout checks of both    (checks)
-choice.py          which flash kernels; what impl=None runs     (measured thresholds)
-=================  ===========================================  ==============================
+    module             what                                         its reference
+    threads.py         the thread pool; large elementwise ops and   the same NumPy call, unsplit
+                       reductions split across it (ThreadedNumPy)
+    blas.py            BLAS thread count and idle-thread spinning   (settings only)
+    rows.py            which row-softmax twin computes an array;    ops/softmax.py softmax_rows,
+                       the NumPy twin (cache-sized blocks of rows)  softmax_rows_backward
+    numba_math.py      exp2 that vectorizes, row helpers, BLAS      (helpers of the two below)
+                       c += a b, compiling with numba
+    numba_rows.py      the row softmax and its backward in numba    ops/softmax.py
+    numba_flash.py     flash attention forward and backward, numba  attention/flash.py
+    cuda.py            CuPy and compiling CUDA C                    (plumbing)
+    cuda_rows.py       the row softmax in CUDA                      ops/softmax.py
+    cuda_flash.py      flash attention in CUDA                      attention/flash.py
+    layout.py          shape, bias and row-layout checks of both    (checks)
+    choice.py          which flash kernels; what impl=None runs     (measured thresholds)
 
 One switch decides how much of it runs (``MINATTN_KERNELS``, read once at import, or
 ``use``, which also works as a context manager):
 
 - ``"fast"`` (the default): the fastest twin available for each array;
 - ``"numpy"``: no compiled CPU kernels: the NumPy twins (blocks of rows, threads) only;
-- ``"reference"``: no twin and no threads anywhere: every op runs the plain array code a
+- ``"reference"``: no twin and none of minattn's threads: every op runs the plain array code a
   student reads, so the whole forward and backward can be stepped through in a debugger.
 
 >>> with ma.kernels.use("reference"):

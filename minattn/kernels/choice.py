@@ -27,15 +27,15 @@ def flash_pair(mode: str, q):
     CuPy arrays get the CUDA kernels (cuda_flash.py). Both take the arguments of
     attention/flash.py's flash_forward and flash_backward.
     """
-    if mode != "fast":
+    if mode == "reference":
         return None
-    if backend.is_cupy_array(q):
+    if backend.is_cupy_array(q):  # (under "numpy" too, which sets the CPU kernels only)
         from . import cuda_flash
 
         return cuda_flash.flash_forward, cuda_flash.flash_backward
     from . import numba_math
 
-    if backend.is_numpy_array(q) and numba_math.available():
+    if mode == "fast" and backend.is_numpy_array(q) and numba_math.available():
         from . import numba_flash
 
         return numba_flash.flash_forward, numba_flash.flash_backward
