@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 
 import minattn as ma
 import minattn.functional as F
-from minattn import attention as A
 from minattn.attention import flash
 from minattn.attention.fused import FusedAttention
+from minattn.kernels import choice
 from minattn.opcheck import make_inputs
 
 IMPLS = ("composed", "fused", "flash")
@@ -292,7 +292,9 @@ def test_gradcheck_catches_wrong_flash_kernel(mistake, monkeypatch, rng):
         dq, dk, dv = flash.flash_backward(q, k, v, out, lse, dout, scale, *args)
         return dq / scale, dk, dv
 
-    monkeypatch.setattr(flash, "flash_kernels", lambda a: (flash.flash_forward, wrong_backward))
+    # the "compiled" flash kernels for these arrays: the reference forward, a wrong backward
+    monkeypatch.setattr(choice, "flash_pair", lambda mode, q: (flash.flash_forward,
+                                                               wrong_backward))
     inputs = [ma.tensor(rng.standard_normal(s), dtype="float64", requires_grad=True)
               for s in ((2, 5, 3), (2, 7, 3), (2, 7, 2))]
     with pytest.raises(ma.GradcheckError):
@@ -353,41 +355,6 @@ def test_flash_with_dropout_points_to_fused():
     q = ma.randn(2, 4, 3)
     with pytest.raises(ValueError, match="use impl='fused'"):
         F.scaled_dot_product_attention(q, q, q, dropout_p=0.1, impl="flash")
-
-
-def test_default_impl():
-    small, large = ma.randn(2, 3).data, ma.randn(4, 1024, 8).data
-    assert A._default_impl(large, 0.5, S=1024) == "fused"  # dropout needs the probabilities
-    assert A._default_impl(small, 0.0, S=3) == "fused"  # too small for tiles to pay off
-    fast = flash.has_fast_kernels(large)
-    assert A._default_impl(large, 0.0, S=1024) == ("flash" if fast else "fused")
-
-
-def test_default_impl_on_the_gpu(monkeypatch):
-    """fused for training while its (L, S) arrays fit in free GPU memory, else flash (checked
-    here with the device's answers stood in for)."""
-    from minattn import backend
-
-    q = ma.randn(4, 1024, 8).data  # 4 * 1024 * 1024 scores: 16 MiB per float32 (L, S) array
-    monkeypatch.setattr(backend, "is_cupy_array", lambda x: True)
-    monkeypatch.setattr(backend, "gpu_memory_available", lambda: 2**30)
-    assert A._default_impl(q, 0.0, S=1024, needs_grad=True) == "fused"
-    assert A._default_impl(q, 0.0, S=1024, needs_grad=False) == "flash"  # forward only
-    assert A._default_impl(q, 0.5, S=1024) == "fused"  # dropout
-    monkeypatch.setattr(backend, "gpu_memory_available", lambda: 60 * 2**20)  # < 4 x 16 MiB
-    assert A._default_impl(q, 0.0, S=1024, needs_grad=True) == "flash"
-
-
-def test_default_impl_asks_whether_a_backward_pass_will_follow(monkeypatch):
-    seen = []
-    monkeypatch.setattr(A, "_default_impl", lambda q, p, S, needs_grad: seen.append(needs_grad)
-                        or "fused")
-    q = ma.randn(1, 4, 3)
-    F.scaled_dot_product_attention(q, q, q)
-    F.scaled_dot_product_attention(q, q, ma.randn(1, 4, 3, requires_grad=True))
-    with ma.no_grad():
-        F.scaled_dot_product_attention(q, q, ma.randn(1, 4, 3, requires_grad=True))
-    assert seen == [False, True, False]
 
 
 # -- bad input -----------------------------------------------------------------------------------
@@ -479,13 +446,6 @@ def test_flash_kernels_match_the_dense_reference(L, S, block_q, block_k, is_caus
     np.testing.assert_allclose(dk, 0.7 * dscores.swapaxes(-1, -2) @ q, rtol=1e-11, atol=1e-12)
 
 
-def test_flash_kernel_lookup_can_be_forced_to_the_reference(monkeypatch):
-    monkeypatch.setenv("MINATTN_FLASH_KERNELS", "reference")
-    forward, backward = flash.flash_kernels(np.zeros((1, 1, 1)))
-    assert forward is flash.flash_forward and backward is flash.flash_backward
-    assert not flash.has_fast_kernels(np.zeros((1, 1, 1)))
-
-
 def test_flash_float16_keeps_dtype_and_sums_in_float32(rng):
     q, k, v = (rng.standard_normal((1, 20, 8)).astype(np.float16) for _ in range(3))
     out, lse = flash.flash_forward(q, k, v, 8**-0.5, None, True, 8, 8)
@@ -555,7 +515,7 @@ def test_empty_sequences_give_empty_or_zero_results(impl, L, S):
 def test_flash_reference_never_allocates_an_L_by_S_array(monkeypatch):
     """The NumPy reference path alone (tracemalloc sees every NumPy allocation, not
     numba's): L = S = 2048, where one (L, S) float32 array would take 16 MiB."""
-    monkeypatch.setenv("MINATTN_FLASH_KERNELS", "reference")
-    q, _, _, _, peak = _flash_peak_bytes(monkeypatch, 2048, seed=1)
+    with ma.kernels.use("reference"):
+        q, _, _, _, peak = _flash_peak_bytes(monkeypatch, 2048, seed=1)
     assert peak < 6 * 2**20, f"peak {peak / 2**20:.1f} MiB"
     assert np.isfinite(q.grad.numpy()).all() and q.grad.numpy().any()

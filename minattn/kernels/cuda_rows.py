@@ -1,6 +1,6 @@
 """The row softmax of the last axis and its backward as CUDA kernels, compiled by CuPy.
 
-    softmax_forward(x, out=None, empty_rows="zero") -> y     y = softmax(x), row by row
+    softmax_forward(x, out=None, empty_rows="nan") -> y     y = softmax(x), row by row
     softmax_backward(y, dy, out=None) -> dx                   dx = y * (dy - rowsum(dy * y))
 
 The fast twins of ``softmax_rows`` and ``softmax_rows_backward`` in ops/softmax.py on the
@@ -80,7 +80,7 @@ def _module(dtype_name: str):
     return cuda.compile_source(kernel_source(dtype_name))
 
 
-def softmax_forward(x, out=None, empty_rows="zero"):
+def softmax_forward(x, out=None, empty_rows="nan"):
     """softmax over the last axis of a CuPy array (one block per row), into out (may be x)
     or a new array. A row of all -inf gives zeros (empty_rows="zero") or NaN ("nan"); a row
     holding NaN or +inf gives NaN.

@@ -1,6 +1,6 @@
 """The row softmax of the last axis and its backward as numba kernels for the CPU.
 
-    softmax_forward(x, out=None, empty_rows="zero") -> y       y = softmax(x), row by row
+    softmax_forward(x, out=None, empty_rows="nan") -> y       y = softmax(x), row by row
     softmax_backward(y, dy, out=None) -> dx                     dx = y * (dy - rowsum(dy * y))
 
 The fast twins of ``softmax_rows`` and ``softmax_rows_backward`` in ops/softmax.py (the plain
@@ -75,7 +75,7 @@ def _compiled():
             "softmax_backward": jit_nogil(_softmax_backward_kernel)}
 
 
-def softmax_forward(x, out=None, empty_rows="zero"):
+def softmax_forward(x, out=None, empty_rows="nan"):
     """softmax over the last axis of a float NumPy array, into out (may be x) or a new array.
 
     A row of all -inf gives zeros (empty_rows="zero") or NaN ("nan"); a row holding NaN or

@@ -99,6 +99,8 @@ def _rows_2d(twin):
 
 def softmax_blocks(x, out, empty_rows: str = "nan"):
     """out = softmax(x) over the last axis of 2-D arrays (out may be x), block by block."""
+    if empty_rows not in ("nan", "zero"):
+        raise ValueError(f"empty_rows must be 'nan' or 'zero', got {empty_rows!r}")
     _over_blocks(lambda xb, ob: _softmax_block(xb, ob, empty_rows), x, out)
     return out
 

@@ -23,7 +23,7 @@ import math
 import os
 import threading
 
-from . import backend
+from .. import backend
 
 MIN_PARALLEL = 2**20  # entries: below this a thread hand-off costs more than it saves
 THREAD_PREFIX = "minattn-worker"

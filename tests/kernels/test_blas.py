@@ -1,4 +1,5 @@
-"""minattn/blas.py: BLAS thread counts and OpenBLAS's idle spin, and numba's OpenMP start."""
+"""kernels/blas.py: BLAS thread counts and OpenBLAS's idle spin; and numba's OpenMP start
+leaves the program's OpenMP settings alone."""
 
 import os
 import subprocess
@@ -6,10 +7,8 @@ import sys
 import textwrap
 
 import numpy as np
-import pytest
 
-from minattn import blas
-from minattn.attention import numba_kernels as nk
+from minattn.kernels import blas
 
 
 def test_single_thread_restores_the_thread_counts():
@@ -33,7 +32,7 @@ def test_short_spin_wait_keeps_blas_working():
         import os
         os.environ.pop("OPENBLAS_THREAD_TIMEOUT", None)
         import numpy as np
-        from minattn import blas
+        from minattn.kernels import blas
         a = np.random.default_rng(0).standard_normal((400, 300))
         before = a @ a.T
         changed = blas.short_spin_wait()
@@ -48,16 +47,17 @@ def test_short_spin_wait_keeps_blas_working():
     assert int(done.stdout) >= 0  # 0 where NumPy's BLAS is not OpenBLAS
 
 
-@pytest.mark.skipif(not nk.available(), reason="numba kernels unavailable")
-def test_the_kernels_leave_openmp_settings_alone():
+def test_the_kernels_leave_openmp_settings_alone(numba_kernels):
     """OMP_WAIT_POLICY belongs to the program: numba may share its OpenMP runtime with
     PyTorch, whose speed depends on it."""
     code = textwrap.dedent("""
         import os
         os.environ.pop("OMP_WAIT_POLICY", None)
         import numpy as np
-        from minattn.attention import numba_kernels as nk
-        nk.softmax_forward(np.zeros((4, 5)))
+        from minattn.kernels import numba_flash, numba_rows
+        numba_rows.softmax_forward(np.zeros((4, 5)))
+        q = np.zeros((1, 3, 2))
+        numba_flash.flash_forward(q, q, q, 1.0)  # a parallel kernel: numba's threads start
         assert "OMP_WAIT_POLICY" not in os.environ
         print("ok")
     """)
@@ -65,4 +65,6 @@ def test_the_kernels_leave_openmp_settings_alone():
                           timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
-    np.testing.assert_allclose(nk.softmax_forward(np.zeros((2, 4))), 0.25)
+    from minattn.kernels import numba_rows
+
+    np.testing.assert_allclose(numba_rows.softmax_forward(np.zeros((2, 4))), 0.25)
