@@ -16,6 +16,7 @@ import threading
 from . import backend, kernels
 
 _local = threading.local()  # grad mode is per thread, as in PyTorch
+_accumulating = threading.Lock()  # backward passes on two threads may reach one leaf at once
 
 
 def is_grad_enabled() -> bool:
@@ -224,8 +225,9 @@ class Tensor:
             dout = grads.pop(id(t), None)
             if dout is None:  # every path to t returned None: no gradient reaches it
                 continue
-            if t._ctx is None or t._retain_grad:
-                t.grad = Tensor(dout.copy() if t.grad is None else t.grad.data + dout)
+            if t._ctx is None or t._retain_grad:  # .grad += dout, one thread at a time
+                with _accumulating:
+                    t.grad = Tensor(dout.copy() if t.grad is None else t.grad.data + dout)
             fn = t._ctx
             if fn is None:
                 continue

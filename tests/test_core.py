@@ -350,3 +350,22 @@ def test_constant_array_takes_tensors_arrays_and_lists():
         constant_array(ma.tensor([1.0], requires_grad=True), "cpu", "op", "mask", "query")
     with pytest.raises(RuntimeError, match="op: mask is on cpu but query is on cuda"):
         constant_array(arr, "cuda", "op", "mask", "query")
+
+
+def test_backward_passes_on_two_threads_accumulate_every_gradient():
+    """Two threads running backward into one shared leaf lose no update (as in PyTorch)."""
+    import threading
+
+    w = ma.tensor(np.zeros(3), requires_grad=True)
+    n = 1500
+
+    def work():
+        for _ in range(n):
+            (w * 1.0).backward(ma.tensor(np.ones(3)))
+
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    np.testing.assert_array_equal(w.grad.numpy(), 2 * n)
