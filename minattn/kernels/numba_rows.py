@@ -26,13 +26,15 @@ def _softmax_forward_kernel(x, out, empty_nan):
 
         for each row: m = max(x); e = exp(x - m); out = e / sum(e)
 
-    (exp(x - m) computed as 2^(log2(e) x - log2(e) m), see _exp2.) A row holding NaN or +inf
+    (exp(x - m) computed as 2^(log2(e) (x - m)), see numba_math._exp2.) A row holding NaN or +inf
     gives NaN, as x - max x does in NumPy; a row of all -inf gives NaN if empty_nan, else 0.
     The fast-math max and exp2 assume no NaN, so such rows are found and filled first.
     softmax_forward runs blocks of rows on the threads of kernels/threads.py.
     """
     R, C = x.shape
-    scalars = np.empty(2, x.dtype)  # the row's shift and 1 / sum, in the row's dtype
+    scalars = np.empty(3, x.dtype)  # the row's shift, 1 / sum and log2(e), in the row's dtype
+    scalars[2] = LOG2E
+    log2e = scalars[2]
     for r in range(R):
         row = out[r]
         m = _row_max(x[r])
@@ -40,10 +42,12 @@ def _softmax_forward_kernel(x, out, empty_nan):
             for c in range(C):
                 row[c] = np.nan
             continue
-        scalars[0] = LOG2E * m if m > -np.inf else 0.0  # a row of all -inf: exp(-inf) = 0
-        for c in range(C):
-            row[c] = x[r, c] * LOG2E
-        total = _exp2_shifted(row, scalars[0])
+        scalars[0] = m if m > -np.inf else 0.0  # a row of all -inf: exp(-inf - 0) = 0
+        shift = scalars[0]
+        for c in range(C):  # x - m first, then to base 2: log2(e) x could overflow (x near
+            row[c] = (x[r, c] - shift) * log2e  # finfo.min) or round off at large |x|
+        scalars[1] = 0.0
+        total = _exp2_shifted(row, scalars[1])  # row <- 2^row, and its sum
         scalars[1] = 1.0 / total if total > 0 else 0.0
         inv = scalars[1]
         for c in range(C):

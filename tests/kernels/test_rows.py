@@ -101,6 +101,23 @@ def test_a_row_of_all_minus_inf_is_nan_by_default(kernels, rng):
     assert np.isnan(F.softmax(ma.tensor(x), axis=-1).numpy()[3]).all()
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_finfo_min_masks_and_large_scores(kernels, rng, dtype, torch):
+    """Hugging Face's finfo(dtype).min masks and scores near 1e4 give PyTorch's softmax on
+    every twin, whatever the array's size: a row of finfo.min alone is uniform, not NaN."""
+    low = np.finfo(dtype).min
+    x = (3 * rng.standard_normal((300, 257))).astype(dtype)  # large: the twins apply
+    x[5] = low  # every key masked: uniform, as in PyTorch
+    x[7, :100] = low  # some keys masked
+    x[9] = (1e3 * x[9] + 2e4).astype(dtype)  # large |x|
+    want = torch.softmax(torch.from_numpy(x), dim=-1).numpy()
+    for shape in [(300, 257), (2, 257)]:
+        got = softmax(x[:shape[0]].copy() if shape[0] == 300 else x[5:7].copy())
+        ref = want if shape[0] == 300 else want[5:7]
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=2 * ROW_TOL[dtype])
+    np.testing.assert_array_equal(softmax(x)[5], np.float64(1 / 257).astype(dtype))
+
+
 def test_in_place_and_into_out(kernels, rng):
     x = rng.standard_normal((130, 1031)).astype(np.float32)
     dy = rng.standard_normal(x.shape).astype(np.float32)
