@@ -31,7 +31,7 @@ import time
 import numpy as np
 
 from minattn import blas, parallel
-from minattn.bench import reuse_large_allocations
+from minattn.tools.bench import reuse_large_allocations
 
 BQ, BK, E = 64, 128, 64  # flash's CPU tiles (numba_kernels.flash_forward's defaults)
 

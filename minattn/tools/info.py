@@ -6,7 +6,7 @@ import importlib.metadata
 import os
 import platform
 
-from . import backend, parallel
+from .. import backend, parallel
 
 
 def _version(dist: str) -> str:
@@ -17,14 +17,14 @@ def _version(dist: str) -> str:
 
 
 def _numba_kernels() -> str:
-    from .attention import numba_kernels
+    from ..attention import numba_kernels
 
     ok, why = numba_kernels.numba_status()
     return ("numba: " if ok else "NumPy reference: ") + why
 
 
 def _row_kernels() -> str:
-    from .attention import numba_kernels
+    from ..attention import numba_kernels
 
     forced = os.environ.get("MINATTN_ROW_KERNELS")
     if forced:
