@@ -18,7 +18,7 @@ benchmarks/RESULTS.md explains why some targets of issue 4 stay open from these 
   NumPy's BLAS against PyTorch's.
 - **One elementwise pass over an (L, S) float32 array** (one read, one write into a new
   array), as each of composed's elementwise ops makes: one thread, and split across every
-  thread as minattn/parallel.py does.
+  thread as minattn/kernels/threads.py does.
 
 Medians of --repeat timings; the machine is shared, so rerun it for a second opinion.
 """
@@ -30,10 +30,10 @@ import time
 
 import numpy as np
 
-from minattn import blas, parallel
-from minattn.bench import reuse_large_allocations
+from minattn.kernels import blas, threads
+from minattn.tools.bench import reuse_large_allocations
 
-BQ, BK, E = 64, 128, 64  # flash's CPU tiles (numba_kernels.flash_forward's defaults)
+BQ, BK, E = 64, 128, 64  # flash's CPU tiles (kernels/numba_flash.flash_forward's defaults)
 
 
 def median_ms(fn, repeat: int) -> float:
@@ -108,7 +108,7 @@ def pass_ms(L: int, repeat: int) -> tuple[float, float]:
     an (L, L) float32 array: on one thread, and split across every thread (ms)."""
     x = np.random.default_rng(2).standard_normal((L, L), dtype=np.float32)
     one = median_ms(lambda: np.negative(x), repeat)
-    every = median_ms(lambda: parallel.run(np.negative, x), repeat)
+    every = median_ms(lambda: threads.run(np.negative, x), repeat)
     return one, every
 
 
@@ -123,7 +123,7 @@ def main(argv=None) -> None:
 
     one, every = tile_rates(args.repeat)
     print(f"tile product ({BQ} x {E}) x ({E} x {BK}) in numba: {one:.0f} GFLOP/s on one "
-          f"thread, {every:.0f} on {parallel.num_threads()} threads")
+          f"thread, {every:.0f} on {threads.num_threads()} threads")
     for H, target in ((1, 1.5), (8, 1.0)):
         gflop = 16 * H * L * L * E / 1e9  # forward+backward products, with the recomputation
         line = (f"H = {H}, L = S = {L}: flash's products {gflop:.2f} GFLOP, at least "
@@ -139,7 +139,7 @@ def main(argv=None) -> None:
         for name, ms in products.items()))
     one, every = pass_ms(L, args.repeat)
     print(f"one elementwise pass over a {L} x {L} float32 array: {one:.2f} ms on one thread, "
-          f"{every:.2f} ms on {parallel.num_threads()} threads")
+          f"{every:.2f} ms on {threads.num_threads()} threads")
 
 
 if __name__ == "__main__":

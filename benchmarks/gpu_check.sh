@@ -49,8 +49,9 @@ step() {  # step NAME SECONDS COMMAND...: run with a timeout, log, record pass/f
 # Test modules that cannot import here (a dev-only package missing, e.g. hypothesis or
 # matplotlib) are left out and listed, instead of failing the whole collection.
 modules=()
-for f in tests/test_*.py; do
-    if timeout 30 "$PY" -c "import importlib; importlib.import_module('tests.$(basename "$f" .py)')" \
+for f in tests/test_*.py tests/tools/test_*.py; do
+    module="${f%.py}"
+    if timeout 30 "$PY" -c "import importlib; importlib.import_module('${module//\//.}')" \
             > /dev/null 2>&1; then
         modules+=("$f")
     else

@@ -168,7 +168,7 @@ def _smooth(values, window: int):
 
 def training_curves(runs, path=None, target=None, title=None):
     """Training loss, held-out accuracy, attention q/k gradient norm and attention entropy
-    over the steps, one line per run. ``runs``: a result of ``minattn.train.train`` (dict
+    over the steps, one line per run. ``runs``: a result of ``minattn.tools.train.train`` (dict
     with "history" and "evals") or a dict label -> such results."""
     plt = require_matplotlib()
     if "history" in runs:

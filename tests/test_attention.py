@@ -14,7 +14,7 @@ import minattn.functional as F
 from minattn.attention import flash
 from minattn.attention.fused import FusedAttention
 from minattn.kernels import choice
-from minattn.opcheck import make_inputs
+from minattn.tools.gradcheck import ATTENTION_CASES, make_inputs
 
 IMPLS = ("composed", "fused", "flash")
 
@@ -156,7 +156,7 @@ def test_gradcheck(impl, name, rng):
         q, k, v, impl=impl, **kwargs), inputs)
 
 
-@pytest.mark.parametrize("case", F.GRADCHECK_CASES, ids=[c[0] for c in F.GRADCHECK_CASES])
+@pytest.mark.parametrize("case", ATTENTION_CASES, ids=[c[0] for c in ATTENTION_CASES])
 def test_registered_gradcheck_cases_pass(case):
     """What `minattn gradcheck` runs for softmax, cross-entropy and attention."""
     _, fn, shapes = case

@@ -11,7 +11,7 @@ import pytest
 import minattn as ma
 import minattn.functional as F
 from minattn import backend
-from minattn.opcheck import all_cases, make_inputs
+from minattn.tools.gradcheck import all_cases, make_inputs
 
 CASES = all_cases()  # the primitive ops, softmax, cross-entropy and attention, as gradchecked
 

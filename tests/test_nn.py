@@ -434,9 +434,9 @@ def test_relu_module():
 
 
 def test_nn_gradcheck_cases_pass():
-    from minattn.opcheck import make_inputs
+    from minattn.tools.gradcheck import LAYER_CASES, make_inputs
 
-    for name, fn, shapes in fnn.GRADCHECK_CASES:
+    for name, fn, shapes in LAYER_CASES:
         assert ma.gradcheck(fn, make_inputs(shapes)), name
 
 

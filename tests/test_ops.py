@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes, mutually_broadcastable_shapes
 
 import minattn as ma
-from minattn.opcheck import CASES, make_inputs
+from minattn.tools.gradcheck import CASES, make_inputs
 
 SETTINGS = settings(max_examples=12, deadline=None)
 

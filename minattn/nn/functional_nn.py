@@ -218,14 +218,3 @@ def gelu(x, approximate: str = "none") -> Tensor:
         raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
     (x,) = _as_tensors([x], "gelu")
     return GELUFunction.apply(x, approximate=approximate)
-
-
-# Gradient-check cases in opcheck's format (name, fn, input shapes) for `minattn gradcheck`.
-GRADCHECK_CASES = [
-    ("layer_norm (hand-written)", lambda x, w, b: layer_norm(x, 5, w, b), [(3, 5), (5,), (5,)]),
-    ("layer_norm (composed)", lambda x, w, b: layer_norm_composed(x, 5, w, b),
-     [(3, 5), (5,), (5,)]),
-    ("gelu (erf)", lambda x: gelu(x), [(3, 4)]),
-    ("gelu (tanh)", lambda x: gelu(x, approximate="tanh"), [(3, 4)]),
-    ("embedding (repeated rows)", lambda w: embedding([[0, 2], [2, 2]], w), [(4, 3)]),
-]

@@ -1,7 +1,7 @@
 """The ``minattn`` command: info, gradcheck, scaling, bench, train.
 
-Each subcommand lives with the code it runs; this file only wires them to argparse.
-A subcommand module provides ``add_arguments(parser)`` and ``run(args) -> int``.
+Each subcommand lives in its own module of ``minattn.tools``; this file only wires them to
+argparse. A subcommand module provides ``add_arguments(parser)`` and ``run(args) -> int``.
 """
 
 from __future__ import annotations
@@ -10,12 +10,14 @@ import argparse
 import importlib
 
 SUBCOMMANDS = {
-    "info": ("minattn.info", "backends, devices, kernels and versions found"),
-    "gradcheck": ("minattn.opcheck", "every op's gradient check, as a table"),
-    "scaling": ("minattn.experiments.command", "the scaling experiment: why attention "
-                                               "divides by sqrt(d)"),
-    "bench": ("minattn.bench", "attention implementations against each other and PyTorch"),
-    "train": ("minattn.train", "a tiny transformer on a toy task, scaled against unscaled"),
+    "info": ("minattn.tools.info", "backends, devices, kernels and versions found"),
+    "gradcheck": ("minattn.tools.gradcheck", "every op's gradient check, as a table"),
+    "scaling": ("minattn.tools.scaling", "the scaling experiment: why attention divides by "
+                                         "sqrt(d)"),
+    "bench": ("minattn.tools.bench.command", "attention implementations against each other "
+                                             "and PyTorch"),
+    "train": ("minattn.tools.train.command", "a tiny transformer on a toy task, scaled "
+                                             "against unscaled"),
 }
 
 
@@ -35,7 +37,7 @@ def main(argv=None) -> int:
         module.add_arguments(parsers[chosen.command])
     args = parser.parse_args(argv)
     if args.command != "info":  # the commands that compute: OpenBLAS's idle threads sleep
-        from . import blas  # at once, instead of spinning on the cores numba is using
+        from ..kernels import blas  # at once, instead of spinning on the cores numba is using
 
         blas.short_spin_wait()
     return module.run(args) or 0

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 import minattn as ma
-from minattn import cli
-from minattn import train as T
+from minattn.tools import cli
+from minattn.tools import train as T
+from minattn.tools.train import checkpoints, loop
 
 
 def tiny(**kwargs) -> T.TrainConfig:
@@ -176,9 +177,9 @@ def test_stop_flag_hands_ctrl_c_back_when_the_old_handler_is_unknown(monkeypatch
         previous = real(signum, handler)
         return None if len(calls) == 1 else previous
 
-    monkeypatch.setattr(T.signal, "signal", installs)
+    monkeypatch.setattr(loop.signal, "signal", installs)
     try:
-        with T._StopFlag() as stop:
+        with loop._StopFlag() as stop:
             assert signal.getsignal(signal.SIGINT) == stop._handle
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     finally:
@@ -199,7 +200,7 @@ def test_a_failed_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch)
         f.write(b"half a file")
         raise OSError("disk full")
 
-    monkeypatch.setattr(T.np, "savez", broken_savez)
+    monkeypatch.setattr(checkpoints.np, "savez", broken_savez)
     with pytest.raises(OSError, match="disk full"):
         T.save_checkpoint(tmp_path / T.CHECKPOINT, result["model"],
                           ma.optim.SGD(result["model"].parameters(), lr=0.1), 5, tiny(), {})

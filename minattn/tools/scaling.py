@@ -16,10 +16,10 @@ import sys
 import time
 
 from .. import backend
-from . import plots, tables
-from .storage import ResumeError, RunFolder, write_atomic, write_json
-from .suite import BY_NUMBER, EXPERIMENTS
-from .writeup import markdown_report
+from ..experiments import plots, tables
+from ..experiments.suite import BY_NUMBER, EXPERIMENTS
+from ..experiments.writeup import markdown_report
+from .runs import ResumeError, RunFolder, write_atomic, write_json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,16 +1,20 @@
 """``minattn gradcheck``: every op's backward against central differences, as one table.
 
 Each case is (name, function, input shapes). Inputs are float64 normals from a fixed
-seed; ``log``/``sqrt`` get positive inputs. ``CASES`` is what the command and the test
-suite run, so a new op is covered once it is listed here.
+seed; ``log``/``sqrt`` get positive inputs. The tables here, ``CASES`` (the primitive ops),
+``ATTENTION_CASES`` (softmax, cross-entropy, attention) and ``LAYER_CASES`` (the layers'
+own ops), are what the command and the test suite run, so a new op is covered once it is
+listed here.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from . import core
-from .gradcheck import gradcheck_report
+from .. import backend, core
+from ..functional import cross_entropy, log_softmax, scaled_dot_product_attention, softmax
+from ..gradcheck import gradcheck_report
+from ..nn.functional_nn import embedding, gelu, layer_norm, layer_norm_composed
 
 
 def _positive(shape, rng):
@@ -52,12 +56,52 @@ def make_inputs(shapes, seed: int = 0, device=None) -> list:
     return inputs
 
 
-def all_cases() -> list:
-    """The core cases plus those that other modules (softmax, attention, nn) register."""
-    from .functional import GRADCHECK_CASES as attention_cases
-    from .nn.functional_nn import GRADCHECK_CASES as layer_cases
+# -- softmax, cross-entropy, attention (minattn.functional) ------------------------------------
 
-    return CASES + attention_cases + layer_cases
+_CLASSES = [2, 0, 4, 1]  # cross_entropy targets for logits of shape (4, 5)
+_MASK = [[True, True, False, True, False],  # (L=3, S=5); the middle row sees no key at all
+         [False, False, False, False, False],
+         [True, False, True, True, True]]
+
+
+def _sdpa_case(impl: str):
+    def fn(q, k, v):
+        mask = backend.as_array(_MASK, device=q.device)
+        return scaled_dot_product_attention(q, k, v, attn_mask=mask, impl=impl)
+
+    return (f"sdpa {impl} (mask, masked row)", fn, [(2, 3, 4), (2, 5, 4), (2, 5, 3)])
+
+
+ATTENTION_CASES = [
+    ("softmax (axis=-1)", lambda x: softmax(x, axis=-1), [(3, 5)]),
+    ("softmax (axis=0)", lambda x: softmax(x, axis=0), [(4, 3, 2)]),
+    ("log_softmax (axis=-1)", lambda x: log_softmax(x, axis=-1), [(3, 5)]),
+    ("log_softmax (axis=1)", lambda x: log_softmax(x, axis=1), [(2, 4, 3)]),
+    ("cross_entropy", lambda x: cross_entropy(
+        x, backend.as_array(_CLASSES, device=x.device)), [(4, 5)]),
+    _sdpa_case("composed"),
+    _sdpa_case("fused"),
+    _sdpa_case("flash"),
+    ("sdpa flash (causal, L != S)", lambda q, k, v: scaled_dot_product_attention(
+        q, k, v, is_causal=True, scale=0.7, impl="flash"), [(3, 4), (5, 4), (5, 2)]),
+]
+
+
+# -- the layers' own ops (minattn.nn.functional_nn) ----------------------------------------------
+
+LAYER_CASES = [
+    ("layer_norm (hand-written)", lambda x, w, b: layer_norm(x, 5, w, b), [(3, 5), (5,), (5,)]),
+    ("layer_norm (composed)", lambda x, w, b: layer_norm_composed(x, 5, w, b),
+     [(3, 5), (5,), (5,)]),
+    ("gelu (erf)", lambda x: gelu(x), [(3, 4)]),
+    ("gelu (tanh)", lambda x: gelu(x, approximate="tanh"), [(3, 4)]),
+    ("embedding (repeated rows)", lambda w: embedding([[0, 2], [2, 2]], w), [(4, 3)]),
+]
+
+
+def all_cases() -> list:
+    """The primitive ops, then softmax, cross-entropy and attention, then the layers."""
+    return CASES + ATTENTION_CASES + LAYER_CASES
 
 
 def run_all(seed: int = 0, device=None) -> list[dict]:

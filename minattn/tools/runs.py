@@ -1,12 +1,13 @@
-"""Where a run writes, so that no run destroys another.
+"""Where a run writes, so that no run destroys another (``minattn scaling``, ``minattn train``).
 
-A run writes into ``DIR.partial``: one checkpoint file per finished experiment (in
+A scaling run writes into ``DIR.partial``: one checkpoint file per finished experiment (in
 ``checkpoints/``), then the figures, results.json and report.md. Only when everything is
 written does the folder move to ``DIR``; a ``DIR`` already there is first renamed
 ``DIR-<timestamp>``. An
 interrupted run leaves ``DIR.partial`` behind; ``--resume`` picks it up and skips the
 experiments whose checkpoints are there. A leftover ``DIR.partial`` found by a run
 without ``--resume`` is set aside as ``DIR.partial-<timestamp>``, never deleted.
+``minattn train`` sets an earlier run in its ``--out`` aside the same way (``set_aside``).
 """
 
 from __future__ import annotations

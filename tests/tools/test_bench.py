@@ -5,8 +5,9 @@ import math
 
 import pytest
 
-from minattn import bench
-from minattn.cli import main
+from minattn.tools import bench
+from minattn.tools.bench import report
+from minattn.tools.cli import main
 
 
 @pytest.mark.slow
@@ -52,7 +53,7 @@ def test_table_shows_skipped_cases_and_ratios():
              "median_ms": 1.0, "gflops": 200.0, "peak_mib": None},
             {"impl": "composed", "mode": "forward", "B": 1, "H": 8, "L": 512, "S": 512,
              "skipped": "needs ~9 GiB"}]
-    bench._relate(rows)
+    report._relate(rows)
     assert rows[1]["speed_vs_sdpa"] == 2.0
     table = bench.format_table(rows, peak_gflops=400.0)
     assert "skipped: needs ~9 GiB" in table and "50.0%" in table and "2.00" in table
@@ -60,8 +61,6 @@ def test_table_shows_skipped_cases_and_ratios():
 
 def test_target_checks_read_the_rows_both_ways():
     """Speed-ups must reach their line, slow-downs stay under theirs; absent rows are skipped."""
-    from minattn import bench
-
     rows = [dict(impl=i, mode="forward+backward", H=h, L=2048, median_ms=t, gflops=g)
             for i, h, t, g in [("composed", 1, 40.0, 1), ("fused", 1, 24.0, 1),
                                ("torch-math", 1, 22.0, 1), ("flash-numba", 8, 130.0, 99),
@@ -89,7 +88,7 @@ def test_speedup_pairs_the_repeats():
     assert bench.speedup({"median_ms": 12.0}, {"median_ms": 15.0}) == 0.8  # no repeats kept
     rows = [dict(impl=i, mode="forward", H=1, L=8, **r) for i, r in
             (("torch-sdpa", ref), ("fused", ours))]
-    bench._relate(rows)
+    report._relate(rows)
     assert rows[1]["speed_vs_sdpa"] == 2.0
 
 
@@ -100,7 +99,7 @@ def test_ceilings_script_prints_each_bound(capsys):
     import runpy
 
     pytest.importorskip("numba")
-    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "ceilings.py"
+    path = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "ceilings.py"
     ceilings = runpy.run_path(str(path))  # defines main() without running it
     ceilings["main"](["--length", "256", "--repeat", "1"])
     printed = capsys.readouterr().out
@@ -115,7 +114,7 @@ def test_gpu_check_asks_the_bench_for_what_it_has_on_cuda():
     import pathlib
     import shlex
 
-    script = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.sh"
+    script = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_check.sh"
     text = script.read_text().replace("\\\n", " ")  # join continued lines
     calls = [line.split("-m minattn bench", 1)[1] for line in text.splitlines()
              if "-m minattn bench" in line]

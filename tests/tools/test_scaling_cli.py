@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from minattn.cli import main
 from minattn.experiments import plots, suite
+from minattn.tools.cli import main
 
 REQUIRED = {"experiment", "d", "scaling", "dtype"}
 

@@ -6,7 +6,8 @@ import importlib.metadata
 import os
 import platform
 
-from . import backend, parallel
+from .. import backend, kernels
+from ..kernels import numba_math, threads
 
 
 def _version(dist: str) -> str:
@@ -17,19 +18,18 @@ def _version(dist: str) -> str:
 
 
 def _numba_kernels() -> str:
-    from .attention import numba_kernels
-
-    ok, why = numba_kernels.numba_status()
+    ok, why = numba_math.numba_status()
+    if kernels.mode() != "fast":
+        return f"NumPy reference ({kernels.mode()!r} kernels asked for)"
     return ("numba: " if ok else "NumPy reference: ") + why
 
 
 def _row_kernels() -> str:
-    from .attention import numba_kernels
-
-    forced = os.environ.get("MINATTN_ROW_KERNELS")
-    if forced:
-        return f"{forced} (MINATTN_ROW_KERNELS)"
-    return "numba kernel" if numba_kernels.available() else "NumPy, in blocks of rows"
+    if kernels.mode() == "reference":
+        return "the whole-array reference (softmax_rows)"
+    if kernels.mode() == "fast" and numba_math.available():
+        return "numba kernel"
+    return "NumPy, in blocks of rows"
 
 
 def collect() -> dict:
@@ -41,6 +41,7 @@ def collect() -> dict:
                   if _version(d) != "not installed"]
     return {
         "minattn": _version("minattn"),
+        "kernels": f"{kernels.mode()} (MINATTN_KERNELS or ma.kernels.use sets them)",
         "python": platform.python_version(),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU(s)",
         "numpy": numpy.__version__,
@@ -51,7 +52,7 @@ def collect() -> dict:
         "flash kernels, cpu": _numba_kernels(),
         "flash kernels, cuda": "CuPy RawKernels" if cuda_ok else "unavailable (no CUDA)",
         "row softmax, cpu": _row_kernels(),
-        "cpu threads (elementwise, rows)": f"{parallel.num_threads()} (MINATTN_NUM_THREADS "
+        "cpu threads (elementwise, rows)": f"{threads.num_threads()} (MINATTN_NUM_THREADS "
                                            "sets them)",
         "device cpu": "available (NumPy)",
         "device cuda": ("available: " if cuda_ok else "unavailable: ") + cuda_why,

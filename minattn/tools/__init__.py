@@ -1,0 +1,15 @@
+"""The ``minattn`` command and the code behind each subcommand.
+
+- ``cli``: the argparse wiring (``minattn`` and ``python -m minattn`` call ``cli.main``);
+- ``info``: ``minattn info``, the backends, devices, kernels and versions found;
+- ``gradcheck``: ``minattn gradcheck``, every op's gradient check as a table, and the
+  tables of cases it (and the test suite) runs;
+- ``scaling``: ``minattn scaling``, the scaling experiments run, printed and written;
+- ``train/``: ``minattn train``, a tiny transformer on a toy task (tasks, config, loop,
+  checkpoints, report, command);
+- ``bench/``: ``minattn bench``, attention implementations timed (harness, cases, machine,
+  report, command);
+- ``runs``: run folders that no run destroys (atomic writes, resumable, set aside).
+
+Nothing is imported here, so that ``minattn info`` loads only what it prints.
+"""

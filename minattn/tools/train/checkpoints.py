@@ -1,0 +1,93 @@
+"""Checkpoints of ``minattn train``: written atomically, loaded, restored exactly.
+
+A checkpoint holds the model, the optimizer's state, the step, the history and the seed
+that every random draw derives from; files are written to a temp file and then moved into
+place (``_publish``), so a crash mid-write leaves the previous one intact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ... import backend
+from .config import TrainConfig
+
+CHECKPOINT = "checkpoint.npz"
+
+
+def save_checkpoint(path: Path, model, opt, step: int, config: TrainConfig, state: dict) -> None:
+    """Everything to continue exactly: written to a temp file in the same folder, then
+    os.replace'd, so a crash mid-write leaves the previous checkpoint intact."""
+    arrays = {f"model/{k}": v.numpy() for k, v in model.state_dict().items()}
+    opt_state = opt.state_dict()
+    scalars = {}
+    for i, entry in opt_state["state"].items():
+        for k, v in entry.items():
+            if hasattr(v, "shape"):
+                arrays[f"optim/{i}/{k}"] = backend.to_numpy(v)
+            else:
+                scalars.setdefault(str(i), {})[k] = v
+    meta = {"step": step, "config": dataclasses.asdict(config),
+            "param_groups": opt_state["param_groups"], "optim_scalars": scalars,
+            "rng": {"scheme": "every draw of step t derives from (seed, t)",
+                    "seed": config.seed, "next_step": step},
+            **state}
+    arrays["meta"] = np.array(json.dumps(meta))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        _publish(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _publish(tmp: str, path: Path) -> None:
+    """Move a finished temp file into place, with the permissions a plain open() gives
+    (mkstemp makes it owner-only)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> tuple[dict, dict]:
+    """(meta, arrays) of a checkpoint written by ``save_checkpoint``."""
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    meta = json.loads(str(arrays.pop("meta")))
+    return meta, arrays
+
+
+def restore(model, opt, meta: dict, arrays: dict) -> None:
+    model.load_state_dict({k[len("model/"):]: v for k, v in arrays.items()
+                           if k.startswith("model/")})
+    state: dict = {}
+    for k, v in arrays.items():
+        if k.startswith("optim/"):
+            _, i, name = k.split("/", 2)
+            state.setdefault(int(i), {})[name] = v
+    for i, entry in meta["optim_scalars"].items():
+        state.setdefault(int(i), {}).update(entry)
+    groups = [{**g, "betas": tuple(g["betas"])} if "betas" in g else g
+              for g in meta["param_groups"]]
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+def _write_json(path: Path, data) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=1)
+    _publish(tmp, path)
