@@ -16,10 +16,8 @@ import sys
 import time
 
 from .. import backend
-from . import plots, tables
+from . import BY_NUMBER, EXPERIMENTS, make_figures, markdown_report, terminal_table
 from .storage import ResumeError, RunFolder, write_atomic, write_json
-from .suite import BY_NUMBER, EXPERIMENTS
-from .writeup import markdown_report
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -140,7 +138,7 @@ def run(args) -> int:
                 timings[experiment.number] = time.perf_counter() - start
                 folder.save(experiment.number, mine)
                 progress.write(header + f" ({timings[experiment.number]:.1f} s)")
-            progress.write(tables.terminal_table(experiment.number, mine))
+            progress.write(terminal_table(experiment.number, mine))
             rows += mine
     except KeyboardInterrupt:
         progress.close()
@@ -149,7 +147,7 @@ def run(args) -> int:
         return 130
     progress.close()
 
-    figures = plots.make_figures(rows, folder.partial, say=print)
+    figures = make_figures(rows, folder.partial, say=print)
     write_json(folder.path("results.json"), rows)
     write_atomic(folder.path("report.md"), markdown_report(rows, figures, config, timings))
     out = folder.finish()
