@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import minattn.experiments as ex
-from minattn.experiments import stepsize, tables, training
-from minattn.experiments.common import softmax_rows
+from minattn.experiments import e3_stepsize, e6_training
+from minattn.experiments.common import draw_qkv, softmax_rows
 
 
 def by(rows, **match):
@@ -17,6 +17,19 @@ def by(rows, **match):
 def one(rows, **match):
     (row,) = by(rows, **match)
     return row
+
+
+# -- what the experiments share ------------------------------------------------------------
+
+
+def test_drawing_v_and_dout_leaves_q_and_k_as_they_were():
+    q, k = draw_qkv(2, 16, 0, 4, 8)
+    q3, k3, v = draw_qkv(2, 16, 0, 4, 8, value_dim=3)
+    q4, k4, v4, dout = draw_qkv(2, 16, 0, 4, 8, value_dim=3, dout=True)
+    assert q.shape == (4, 16) and k.shape == (8, 16) and v.shape == (8, 3)
+    assert dout.shape == (4, 3)
+    for x, y in ((q, q3), (q, q4), (k, k3), (k, k4), (v, v4)):
+        np.testing.assert_array_equal(x, y)
 
 
 # -- 1. score spread and entropy ------------------------------------------------------------
@@ -118,33 +131,33 @@ def curves():
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("scaling", ["sqrt", "none"])
 def test_best_step_is_near_theory(curves, dtype, scaling):
-    h, error = tables.best_step(curves, 16, scaling, dtype)
-    theory = stepsize.best_step_theory(dtype, ex.scale_for(scaling, 16))
+    h, error = e3_stepsize.best_step(curves, 16, scaling, dtype)
+    theory = e3_stepsize.best_step_theory(dtype, ex.scale_for(scaling, 16))
     assert theory / 10 < h < theory * 10
-    assert error < 10 * stepsize.best_error_theory(dtype)
+    assert error < 10 * e3_stepsize.best_error_theory(dtype)
 
 
 def test_best_step_theory_values():
-    assert stepsize.best_step_theory("float64") == pytest.approx(7e-6, rel=0.05)
-    assert stepsize.best_step_theory("float32") == pytest.approx(5.6e-3, rel=0.05)
-    assert stepsize.best_step_theory("float64", 1 / 8) == pytest.approx(8 * 6.93e-6, rel=0.01)
+    assert e3_stepsize.best_step_theory("float64") == pytest.approx(7e-6, rel=0.05)
+    assert e3_stepsize.best_step_theory("float32") == pytest.approx(5.6e-3, rel=0.05)
+    assert e3_stepsize.best_step_theory("float64", 1 / 8) == pytest.approx(8 * 6.93e-6, rel=0.01)
 
 
 def test_v_curve_has_both_branches(curves):
     errors = {r["h"]: r["rel_error"] for r in by(curves, scaling="sqrt", dtype="float64", seed=0)}
-    h_best, _ = tables.best_step(curves, 16, "sqrt", "float64")
+    h_best, _ = e3_stepsize.best_step(curves, 16, "sqrt", "float64")
     assert errors[0.1] > 1e3 * errors[h_best]  # truncation, left
     assert errors[1e-10] > 1e3 * errors[h_best]  # round-off, right
 
 
 def test_a_wrong_backward_is_caught_at_every_step(rng):
     q, k, v, u = (rng.standard_normal(s) for s in [(3, 8), (5, 8), (5, 4), (3, 4)])
-    fn = stepsize._attention(8**-0.5)
-    analytical = stepsize.analytical_gradients(fn, [q, k, v], u)
-    numerical = stepsize.numerical_gradients(fn, [q, k, v], u, 1e-5)
-    assert stepsize._relative_error(numerical, analytical) < 1e-9
+    fn = e3_stepsize._attention(8**-0.5)
+    analytical = e3_stepsize.analytical_gradients(fn, [q, k, v], u)
+    numerical = e3_stepsize.numerical_gradients(fn, [q, k, v], u, 1e-5)
+    assert e3_stepsize._relative_error(numerical, analytical) < 1e-9
     wrong = [analytical[0] * 1.01, analytical[1], analytical[2]]
-    assert stepsize._relative_error(numerical, wrong) > 1e-3
+    assert e3_stepsize._relative_error(numerical, wrong) > 1e-3
 
 
 def test_gradcheck_passes_in_float64_and_fails_in_float32():
@@ -188,13 +201,13 @@ def test_flash_agrees_with_dense_even_unscaled():
 
 
 def test_sensitivity_counts_divergence_as_the_initial_loss():
-    assert training.sensitivity([1.0, 2.0, math.nan], 3.0) == pytest.approx(1.0)
-    assert training.sensitivity([0.5, 0.5, 0.5], 3.0) == 0
-    assert training.sensitivity([9.0, 1.0], 3.0) == pytest.approx(1.0)  # 9 counts as 3
+    assert e6_training.sensitivity([1.0, 2.0, math.nan], 3.0) == pytest.approx(1.0)
+    assert e6_training.sensitivity([0.5, 0.5, 0.5], 3.0) == 0
+    assert e6_training.sensitivity([9.0, 1.0], 3.0) == pytest.approx(1.0)  # 9 counts as 3
 
 
 def test_recall_batch_asks_for_a_stored_key(rng):
-    query, keys, values, answer = training.recall_batch(rng, 50, 6, 16)
+    query, keys, values, answer = e6_training.recall_batch(rng, 50, 6, 16)
     for b in range(50):
         assert len(set(keys[b])) == 6
         (where,) = np.flatnonzero(keys[b] == query[b])
@@ -202,7 +215,7 @@ def test_recall_batch_asks_for_a_stored_key(rng):
 
 
 def test_scaled_head_learns_recall():
-    run = training.train_recall(16, "sqrt", "adam", 3e-2, seed=0, steps=150, n_pairs=4)
+    run = e6_training.train_recall(16, "sqrt", "adam", 3e-2, seed=0, steps=150, n_pairs=4)
     assert run["final_loss"] < 0.3 * run["initial_loss"]
 
 

@@ -1,4 +1,5 @@
-"""What every experiment shares: the scalings, the sweep over d, seeded data, statistics.
+"""What every experiment shares: the scalings, the sweep over d, seeded data, statistics,
+and the record of an experiment (its parts, sizes, table, figure and write-up).
 
 Data are drawn on the host from NumPy generators seeded by (seed, experiment, d), so a
 result depends only on its own seed, never on what ran before it (a resumed run or a
@@ -9,7 +10,9 @@ draws. The arrays then move to the device, where the math runs through ``xp``.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -42,6 +45,25 @@ def normal(rng: np.random.Generator, shape, device: str = "cpu", dtype="float64"
     return backend.to_device(rng.standard_normal(shape).astype(dtype), device)
 
 
+def draw_qkv(experiment: int, d: int, seed: int, n_queries: int, n_keys: int,
+             value_dim: int | None = None, dout: bool = False, device: str = "cpu") -> tuple:
+    """Unit-normal (q, k), then v when ``value_dim`` is given, then a random upstream gradient
+    dout when ``dout`` is set, drawn in this order from the stream of (experiment, d, seed).
+
+    q (L, d), k (n, d), v (n, dv), dout (L, dv): L = n_queries, n = n_keys, dv = value_dim.
+    The order is fixed so that adding v or dout never changes the q and k that come first.
+    """
+    rng = generator(experiment, d, seed)
+    q = normal(rng, (n_queries, d), device)  # (L, d), unit-variance entries
+    k = normal(rng, (n_keys, d), device)  # (n, d)
+    if value_dim is None:
+        return q, k
+    v = normal(rng, (n_keys, value_dim), device)  # (n, dv)
+    if not dout:
+        return q, k, v
+    return q, k, v, normal(rng, (n_queries, value_dim), device)  # dout (L, dv)
+
+
 def softmax_rows(scores):
     """(probs, shifted, log_z): softmax over the last axis, computed after subtracting the
     row max; ``shifted = scores - max`` and ``log_z = log sum exp(shifted)``."""
@@ -66,6 +88,12 @@ def quantiles(values, name: str) -> dict:
     return {f"{name}_median": float(p50), f"{name}_mean": float(values.mean()),
             f"{name}_p10": float(p10), f"{name}_p25": float(p25), f"{name}_p75": float(p75),
             f"{name}_p90": float(p90)}
+
+
+def scalings_in(rows) -> list[str]:
+    """The scalings present in rows, in the order of SCALINGS."""
+    present = {r["scaling"] for r in rows}
+    return [s for s in SCALINGS if s in present]
 
 
 def make_row(experiment: int, d: int, scaling: str, dtype: str, seed=None, **values) -> dict:
@@ -102,3 +130,59 @@ def _plain(value):
         value = float(value)
         return value if math.isfinite(value) else None
     return value
+
+
+# -- an experiment: what runs, at which sizes, and what is made from its rows ---------------------
+
+
+@dataclass
+class Part:
+    """One experiment function with its quick and full parameters."""
+
+    fn: object
+    quick: dict
+    full: dict
+    loops: tuple = ("d_values", "seeds")  # the parameters whose product counts the work
+
+    def params(self, quick: bool) -> dict:
+        return dict(self.quick if quick else self.full)
+
+    def units(self, quick: bool) -> int:
+        """How many times the function will call its progress callback."""
+        params = {name: p.default for name, p in inspect.signature(self.fn).parameters.items()}
+        params.update(self.params(quick))
+        counts = []
+        for name in self.loops:
+            value = params[name]
+            counts.append(sum(len(v) for v in value.values()) // len(value)
+                          if isinstance(value, dict) else len(value))
+        return math.prod(counts)
+
+
+@dataclass
+class Experiment:
+    """One experiment of ``minattn scaling``: the parts that compute its rows, and the
+    functions that turn its rows into a table (``table(rows, markdown)``), a figure
+    (``figure(plt, rows)``), a report section (``section(rows)``) and key numbers
+    (``key_numbers(rows)``: (what, measured, expected) triples)."""
+
+    number: int
+    slug: str
+    title: str  # the header on the terminal
+    heading: str  # the heading of its section in report.md
+    parts: list
+    table: object
+    figure: object
+    figure_file: str
+    figure_note: str  # the figure's alt text in report.md
+    section: object
+    key_numbers: object
+
+    def units(self, quick: bool) -> int:
+        return sum(part.units(quick) for part in self.parts)
+
+    def run(self, quick: bool, device: str = "cpu", progress=None) -> list[dict]:
+        rows = []
+        for part in self.parts:
+            rows += part.fn(**part.params(quick), device=device, progress=progress)
+        return rows

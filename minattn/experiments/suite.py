@@ -1,89 +1,142 @@
-"""The six experiments of ``minattn scaling`` and their sizes, quick and full.
+"""The six experiments together: the list ``minattn scaling`` runs, and what is made from all
+their rows at once: the terminal tables, the figures, and report.md with its key numbers.
 
-Each experiment is one or more library functions ("parts") called with keyword
-parameters; their rows are concatenated. The quick sizes run in seconds (tests,
-``make demo``); the full ones in a few minutes on two cores.
+Each experiment's own table, figure and section are in its module (``e1_spread`` to
+``e6_training``); here they are put in order, one after another.
 """
 
 from __future__ import annotations
 
-import inspect
-import math
-from dataclasses import dataclass, field
+import platform
+import time
 
-from .common import D_VALUES
-from .dead import dead_gradients
-from .gradients import gradient_flow
-from .overflow import flash_agreement, naive_softmax_nans
-from .spread import score_spread
-from .stepsize import gradcheck_pass_rate, step_size_curve
-from .training import lr_sensitivity
+from . import e1_spread, e2_gradients, e3_stepsize, e4_dead, e5_overflow, e6_training, plots
+from .tables import format_table, pick, prose
 
-
-@dataclass
-class Part:
-    """One experiment function with its quick and full parameters."""
-
-    fn: object
-    quick: dict
-    full: dict
-    loops: tuple = ("d_values", "seeds")  # the parameters whose product counts the work
-
-    def params(self, quick: bool) -> dict:
-        return dict(self.quick if quick else self.full)
-
-    def units(self, quick: bool) -> int:
-        """How many times the function will call its progress callback."""
-        params = {name: p.default for name, p in inspect.signature(self.fn).parameters.items()}
-        params.update(self.params(quick))
-        counts = []
-        for name in self.loops:
-            value = params[name]
-            counts.append(sum(len(v) for v in value.values()) // len(value)
-                          if isinstance(value, dict) else len(value))
-        return math.prod(counts)
-
-
-@dataclass
-class Experiment:
-    number: int
-    slug: str
-    title: str
-    parts: list = field(default_factory=list)
-
-    def units(self, quick: bool) -> int:
-        return sum(part.units(quick) for part in self.parts)
-
-    def run(self, quick: bool, device: str = "cpu", progress=None) -> list[dict]:
-        rows = []
-        for part in self.parts:
-            rows += part.fn(**part.params(quick), device=device, progress=progress)
-        return rows
-
-
-EXPERIMENTS = [
-    Experiment(1, "spread", "Score spread and attention entropy", [
-        Part(score_spread, quick=dict(seeds=(0,), n_queries=128),
-             full=dict(seeds=(0, 1, 2, 3, 4), n_queries=256))]),
-    Experiment(2, "gradients", "Jacobian and gradient flow", [
-        Part(gradient_flow, quick=dict(seeds=(0,), n_queries=128),
-             full=dict(seeds=(0, 1, 2), n_queries=256))]),
-    Experiment(3, "stepsize", "Gradient checks: step size, precision and scaling", [
-        Part(step_size_curve, quick=dict(d_values=(64,), scalings=("sqrt", "none"), seeds=(0,)),
-             full=dict(d_values=(16, 64), seeds=(0, 1, 2))),
-        Part(gradcheck_pass_rate, quick=dict(scalings=("sqrt", "none"), seeds=tuple(range(4))),
-             full=dict(seeds=tuple(range(20))))]),
-    Experiment(4, "dead", "Dead gradients look like wrong gradients", [
-        Part(dead_gradients, quick=dict(d_values=(64, 512, 2048), seeds=(0,), n_queries=4),
-             full=dict(d_values=D_VALUES, seeds=(0, 1), n_queries=8))]),
-    Experiment(5, "overflow", "Why the max is subtracted", [
-        Part(naive_softmax_nans, quick=dict(seeds=(0,), n_queries=128),
-             full=dict(seeds=(0, 1, 2, 3, 4))),
-        Part(flash_agreement, quick=dict(seeds=(0,), n_queries=32),
-             full=dict(seeds=(0, 1, 2)))]),
-    Experiment(6, "training", "Training sensitivity to the learning rate", [
-        Part(lr_sensitivity, quick=dict(d_values=(64,), seeds=(0, 1), steps=150),
-             full=dict(d_values=(64, 512), seeds=(0, 1, 2, 3, 4), steps=200),
-             loops=("d_values", "seeds", "scalings", "optimizers", "learning_rates"))]),
-]
+EXPERIMENTS = [e1_spread.EXPERIMENT, e2_gradients.EXPERIMENT, e3_stepsize.EXPERIMENT,
+               e4_dead.EXPERIMENT, e5_overflow.EXPERIMENT, e6_training.EXPERIMENT]
 BY_NUMBER = {e.number: e for e in EXPERIMENTS}
+TABLES = {e.number: e.table for e in EXPERIMENTS}
+
+
+def terminal_table(number: int, rows) -> str:
+    return TABLES[number](rows, markdown=False)
+
+
+def key_numbers(rows) -> list[tuple[str, str, str]]:
+    """(what, measured, expected) for the claims of the issue that these rows can check."""
+    return [found for e in EXPERIMENTS for found in e.key_numbers(rows)]
+
+
+# -- figures --------------------------------------------------------------------------------------
+
+
+def make_figures(rows: list[dict], folder, say=print) -> dict[int, str]:
+    """Draw the figure of every experiment present in rows; {number: file name}."""
+    why = plots.matplotlib_missing()
+    if why:
+        say(why)
+        return {}
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    drawn = {}
+    for experiment in EXPERIMENTS:
+        mine = [r for r in rows if r["experiment"] == experiment.number]
+        if not mine:
+            continue
+        with plt.rc_context(plots.STYLE):
+            fig = experiment.figure(plt, mine)
+            fig.savefig(f"{folder}/{experiment.figure_file}", dpi=110)
+            plt.close(fig)
+        drawn[experiment.number] = experiment.figure_file
+    return drawn
+
+
+# -- report.md: the opening, the key numbers, one section per experiment --------------------------
+
+
+def _setup(config, timings) -> str:
+    import numpy
+
+    from .. import __version__
+
+    quick = config.get("quick")
+    total = sum(timings.values())
+    made = (f"Made by `minattn scaling{' --quick' if quick else ''}` on "
+            f"{time.strftime('%Y-%m-%d %H:%M')} (minattn {__version__}, NumPy "
+            f"{numpy.__version__}, Python {platform.python_version()}, device "
+            f"`{config.get('device', 'cpu')}`"
+            + (f", {total:.0f} s of computing" if timings else "") + ").")
+    text = ["# Why attention divides by sqrt(d): the scaling experiments", "", made]
+    if quick:
+        text += ["", "> This is the **quick** version: one or two seeds and small samples, for "
+                 "a first look. `minattn scaling` runs the full sweep in a few minutes."]
+    text += ["", prose("""
+Attention scores a query q against each key k with s = c q.k, turns each row of scores
+into weights p = softmax(s), and returns the weighted sum of the values. The experiments
+compare three choices of the factor c, for q and k of dimension d from 16 to 4096:"""), "",
+             "| scaling (in results.json) | c | |", "|---|---|---|",
+             "| `sqrt` | 1/sqrt(d) | the standard (Vaswani et al. 2017) |",
+             "| `none` | 1 | unscaled |", "| `linear` | 1/d | scaled too much |", "",
+             prose("""
+The entries of q and k are independent, with mean 0 and variance 1: what a layer norm
+followed by a variance-preserving projection gives at initialization. Every number is an
+average over seeds; `results.json` holds every measurement, each one reproducible from its
+seed. Medians and percentiles are taken over the rows (queries) of an attention matrix.""")]
+    return "\n".join(text)
+
+
+def _key_numbers(rows) -> str:
+    found = key_numbers(rows)
+    if not found:
+        return ""
+    body = [[what, measured, expected] for what, measured, expected in found]
+    text = format_table(["quantity", "measured", "expected"], body, markdown=True)
+    return "## The key numbers\n\n" + text.replace("|---:|---:|---:|", "|:---|---:|:---|")
+
+
+def markdown_report(rows, figures: dict, config: dict, timings: dict) -> str:
+    """The whole report.md, for the experiments present in rows."""
+    parts = [_setup(config, timings)]
+    key = _key_numbers(rows)
+    if key:
+        parts.append(key)
+    for number in sorted({r["experiment"] for r in rows}):
+        mine = pick(rows, experiment=number)
+        experiment = BY_NUMBER[number]
+        section = [f"## {number}. {experiment.heading}"]
+        if number in figures:
+            section.append(f"![{experiment.figure_note}]({figures[number]})")
+        else:
+            section.append("_(no figure: matplotlib is not installed)_")
+        section.append(experiment.section(mine))
+        section.append(experiment.table(mine, markdown=True))
+        if number in timings:
+            section.append(f"_Computed in {timings[number]:.1f} s._")
+        parts.append("\n\n".join(section))
+    parts.append(_reproduce(config))
+    return "\n\n".join(parts) + "\n"
+
+
+def _reproduce(config) -> str:
+    return "## Reproducing and reusing\n\n" + "\n".join([
+        f"    minattn scaling{' --quick' if config.get('quick') else ''}   # this report",
+        "    minattn scaling --only 2,4     # some experiments only",
+        "    minattn scaling --resume       # continue an interrupted run",
+    ]) + "\n\n" + prose("""
+`results.json` is a list of rows, one per measurement, with `experiment` (1 to 6), `d`,
+`scaling` (`sqrt`, `none`, `linear`), `dtype`, `seed` and the metrics (`score_std`,
+`entropy_mean`, `entropy_median`, `max_weight_mean`, `saturated_fraction`,
+`jacobian_fro_median`, `grad_q_median`, `grad_q_mean`, `grad_k_median`, `h`, `rel_error`,
+`bad_entry_fraction`, `nan_row_fraction`, `lr_sensitivity`, ...). The same rows come from
+the functions of `minattn.experiments`, e.g. `score_spread(d_values=(64, 512))`.
+
+**References.** Vaswani et al. 2017, *Attention Is All You Need*, section 3.2.1. Nocedal &
+Wright, *Numerical Optimization*, section 8.1. The CS231n notes on gradient checks. Milakov
+& Gimelshein 2018, *Online normalizer calculation for softmax*. Dao et al. 2022,
+*FlashAttention*. Zhai et al. 2023, *Stabilizing Transformer Training by Preventing
+Attention Entropy Collapse*. Wortsman et al. 2023, *Small-scale proxies for large-scale
+Transformer training instabilities*.""")

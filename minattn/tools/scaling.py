@@ -16,9 +16,7 @@ import sys
 import time
 
 from .. import backend
-from ..experiments import plots, tables
-from ..experiments.suite import BY_NUMBER, EXPERIMENTS
-from ..experiments.writeup import markdown_report
+from ..experiments import BY_NUMBER, EXPERIMENTS, make_figures, markdown_report, terminal_table
 from .runs import ResumeError, RunFolder, write_atomic, write_json
 
 
@@ -140,7 +138,7 @@ def run(args) -> int:
                 timings[experiment.number] = time.perf_counter() - start
                 folder.save(experiment.number, mine)
                 progress.write(header + f" ({timings[experiment.number]:.1f} s)")
-            progress.write(tables.terminal_table(experiment.number, mine))
+            progress.write(terminal_table(experiment.number, mine))
             rows += mine
     except KeyboardInterrupt:
         progress.close()
@@ -149,7 +147,7 @@ def run(args) -> int:
         return 130
     progress.close()
 
-    figures = plots.make_figures(rows, folder.partial, say=print)
+    figures = make_figures(rows, folder.partial, say=print)
     write_json(folder.path("results.json"), rows)
     write_atomic(folder.path("report.md"), markdown_report(rows, figures, config, timings))
     out = folder.finish()

@@ -27,7 +27,7 @@ def test_quick_run_writes_report_figures_and_rows(quick_run, capsys):
     assert {"report.md", "results.json", "config.json"} <= names
     assert not (quick_run / "checkpoints").exists()
     if plots.matplotlib_missing() is None:
-        assert {plots.FILES[n] for n in range(1, 6)} <= names
+        assert {suite.BY_NUMBER[n].figure_file for n in range(1, 6)} <= names
     rows = json.loads((quick_run / "results.json").read_text())
     assert {r["experiment"] for r in rows} == {1, 2, 3, 4, 5}  # training is opt-in with --quick
     assert all(REQUIRED <= set(r) for r in rows)
@@ -48,7 +48,7 @@ def test_report_has_a_section_and_a_figure_per_experiment(quick_run):
     for n in range(1, 6):
         assert f"## {n}. " in report
         if plots.matplotlib_missing() is None:
-            assert f"]({plots.FILES[n]})" in report
+            assert f"]({suite.BY_NUMBER[n].figure_file})" in report
     assert "## The key numbers" in report
     assert "quick" in report
 

@@ -1,0 +1,224 @@
+"""Experiment 4: dead gradients look like wrong gradients.
+
+A saturated attention row passes back almost nothing: its entries of dq are tiny, far
+below what central differences can resolve. A finite difference is only good to about
+u |f| / h in absolute terms (u the unit round-off): with h = 1e-6 in float64 that is a few
+times 1e-10, whatever the size of the true derivative. An entry of dq near 1e-12 is
+therefore compared with numerical noise, and its element-wise relative error comes out
+large, although the backward pass is right and the norm-wise error of the whole gradient
+stays tiny. This is what a student sees when gradient-checking unscaled attention at
+large d, and it is not a bug.
+
+The analytical dq is minattn's hand-written backward (``impl="fused"``); the numerical one
+perturbs each entry of q by +-h and reruns the forward pass, all in float64.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import backend
+from .. import functional as F
+from ..core import no_grad, tensor
+from .common import (
+    D_VALUES,
+    SCALINGS,
+    Experiment,
+    Part,
+    draw_qkv,
+    make_row,
+    scale_for,
+    scalings_in,
+    tick,
+)
+from .plots import gmean, log2_axis, plot_line, series
+from .tables import KeyNumbers, average, fmt, largest, legend, pick, pivot, prose
+
+BAD = 1e-4  # an entry whose relative error is above this counts as "wrong"
+
+
+def numerical_dq(q, k, v, dout, scales, h: float) -> list:
+    """d<dout, attention(q, k, v)>/dq by central differences, one entry at a time, for each
+    scale in ``scales``.
+
+    Moving q_ie changes only output row i, so row i is done in one batched forward call:
+    the d copies of q_i, each with one entry moved by +h (then -h), are the query rows.
+    """
+    xp = backend.get_array_module(q)
+    L, d = q.shape
+    moves = h * xp.eye(d, dtype=q.dtype)  # (d, d): row e moves entry e by h
+    shifted = xp.empty_like(moves)  # (d, d): reused for every row and sign
+    grads = [xp.empty_like(q) for _ in scales]  # (L, d) each
+    with no_grad():
+        for i in range(L):
+            phi = [[] for _ in scales]  # per scale: phi(+h), phi(-h)
+            for sign in (1, -1):
+                xp.add(q[i], sign * moves, out=shifted)  # d perturbed copies of q_i
+                for s, scale in enumerate(scales):
+                    out = F.scaled_dot_product_attention(shifted, k, v, scale=scale,
+                                                         impl="fused").data  # (d, dv)
+                    phi[s].append(out @ dout[i])  # (d,): <dout_i, out_i> for each copy
+            for s in range(len(scales)):
+                grads[s][i] = (phi[s][0] - phi[s][1]) / (2 * h)
+    return grads
+
+
+def dead_gradients(d_values=D_VALUES, scalings=SCALINGS, seeds=(0, 1), n_queries: int = 8,
+                   n_keys: int = 128, value_dim: int = 64, h: float = 1e-6,
+                   device: str = "cpu", progress=None) -> list[dict]:
+    """Element-wise and norm-wise error of dq against central differences; one row per d,
+    scaling and seed.
+
+    Rows hold bad_entry_fraction (entries of dq whose relative error |a - n| / max(|a|,
+    |n|) is above 1e-4), normwise_error (||a - n|| / ||n|| over all of dq),
+    max_entry_error, and the median size of the entries, grad_entry_median.
+
+    >>> rows = dead_gradients(d_values=(1024,), scalings=("sqrt", "none"), seeds=(0,))
+    >>> rows[0]["bad_entry_fraction"] == 0 < rows[1]["bad_entry_fraction"]
+    True
+    """
+    rows = []
+    for d in d_values:
+        for seed in seeds:
+            # q (L, d), k (n, d), v (n, dv), dout (L, dv): a random upstream gradient
+            q, k, v, dout = draw_qkv(4, d, seed, n_queries, n_keys, value_dim, dout=True,
+                                     device=device)
+            scales = [scale_for(scaling, d) for scaling in scalings]
+            numerical = numerical_dq(q, k, v, dout, scales, h)  # one (L, d) per scaling
+            for scaling, scale, num in zip(scalings, scales, numerical):
+                qt = tensor(q, requires_grad=True)
+                F.scaled_dot_product_attention(qt, k, v, scale=scale,
+                                               impl="fused").backward(dout)
+                analytical = backend.to_numpy(qt.grad.data)  # (L, d)
+                num = backend.to_numpy(num)  # (L, d)
+                diff = np.abs(analytical - num)
+                size = np.maximum(np.abs(analytical), np.abs(num))
+                rel = np.divide(diff, size, out=np.zeros_like(diff), where=size > 0)
+                rows.append(make_row(
+                    4, d, scaling, "float64", seed, h=h, n_keys=n_keys, n_queries=n_queries,
+                    bad_entry_fraction=(rel > BAD).mean(), max_entry_error=rel.max(),
+                    normwise_error=np.linalg.norm(analytical - num) / np.linalg.norm(num),
+                    grad_entry_median=np.median(np.abs(analytical))))
+            tick(progress)
+    return rows
+
+
+# -- its table, figure, report section and key numbers --------------------------------------------
+
+
+def table(rows, markdown=False) -> str:
+    """One line per d: entries that look wrong, the norm-wise error, the entry size."""
+    rows = pick(rows, experiment=4)
+    sc = scalings_in(rows)
+    cols = [(f"bad {s}", "bad_entry_fraction", s, "%", False) for s in sc]
+    cols += [(f"error {s}", "normwise_error", s, "g", True) for s in sc]
+    cols += [("entry none", "grad_entry_median", "none", "g", True)] if "none" in sc else []
+    return pivot(rows, cols, markdown) + legend(
+        "bad: entries of dq with relative error above 1e-4; error: norm-wise relative error "
+        "of the whole dq; entry: median size of an entry of dq", markdown)
+
+
+def figure(plt, rows):
+    """Entries that look wrong, the norm-wise error and the size of the entries of dq."""
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.9))
+    xs_all = sorted({r["d"] for r in rows})
+    h = rows[0]["h"]
+    ax = axes[0]
+    for s in scalings_in(rows):
+        xs, ys = series(rows, s, "bad_entry_fraction")
+        plot_line(ax, xs, ys, s)
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_ylabel(f"fraction of entries of dq with rel. error > {BAD:g}")
+    ax.set_title(f"Entries of dq that look wrong\n(central differences, h = {h:g}, float64)")
+    ax.legend(title="scale c", loc="upper left")
+    log2_axis(ax, xs_all)
+
+    ax = axes[1]
+    for s in scalings_in(rows):
+        xs, ys = series(rows, s, "normwise_error", reduce=gmean)
+        plot_line(ax, xs, ys, s)
+    ax.axhline(1e-7, color="k", ls=":", lw=1)
+    ax.text(xs_all[0], 1.3e-7, "1e-7: \"good\" in CS231n's rule of thumb", fontsize=8)
+    ax.set_yscale("log")
+    ax.set_ylabel("||numerical - analytical|| / ||numerical||")
+    ax.set_title("...while the whole gradient is right\n(norm-wise error)")
+    log2_axis(ax, xs_all)
+
+    ax = axes[2]
+    for s in scalings_in(rows):
+        xs, ys = series(rows, s, "grad_entry_median", reduce=gmean)
+        plot_line(ax, xs, ys, s)
+    floor = 1e-10
+    ax.set_yscale("log")
+    bottom = min(1e-10, ax.get_ylim()[0])
+    ax.set_ylim(bottom, 10)
+    ax.axhspan(bottom, floor / BAD, color="k", alpha=0.07, lw=0)
+    ax.axhline(floor / BAD, color="k", ls=":", lw=1)
+    ax.text(xs_all[-1], floor / BAD * 0.4, f"below ~{floor / BAD:.0e}, the finite-difference\n"
+            f"noise (~{floor:.0e}) is over {BAD:g} of the entry", fontsize=8, va="top",
+            ha="right")
+    ax.set_ylabel("median |entry of dq|")
+    ax.set_title("Why: the true entries sink below\nthe finite-difference noise")
+    log2_axis(ax, xs_all)
+    return fig
+
+
+def section(rows) -> str:
+    """Its section of report.md, with the numbers of this run."""
+    ds = sorted({r["d"] for r in rows})
+    big = ds[-1]
+    h = rows[0]["h"]
+    worst_sqrt = max(r["bad_entry_fraction"] for r in pick(rows, scaling="sqrt"))
+    low = next((d for d in ds if d >= 256), ds[0])
+
+    def bad(d):
+        return fmt(average(rows, "bad_entry_fraction", d=d, scaling="none"), "%")
+
+    return prose(f"""
+Element by element: every entry q_ie is moved by +-h (h = {h:g}, float64), the forward
+pass rerun, and the numerical derivative compared with the hand-written backward. An entry
+counts as wrong when its relative error |a - n| / max(|a|, |n|) is above {BAD:g} (CS231n's
+limit of the acceptable).
+
+**What the figure shows.** Left: scaled, at most {fmt(worst_sqrt, '%')} of the entries look
+wrong (at large d a few entries happen to be near zero); unscaled, {bad(low)} at d = {low}
+and {bad(big)} at d = {big}. Middle: the norm-wise error of the whole gradient stays tiny,
+about 1e-9 to 1e-8, scaled or not. Right: why. A central difference is only good to about
+u f / h, around 1e-10 here, in absolute terms, whatever the size of the true derivative.
+Unscaled, the typical entry of dq sinks towards and below 1e-6 as d grows (the dead
+gradients of experiment 2); below that, the finite-difference noise is more than {BAD:g}
+of the entry.
+
+**What it means.** The backward pass is right. The entries flagged are those whose true
+value is below the finite-difference noise floor: there the numerical side is noise, not
+the analytical one. A student who gradient-checks unscaled attention at large d and sees
+many failing entries has not found a bug. Look at the size of the failing entries and at
+the norm-wise error, and check again with the scale (or a small d) before hunting for one.
+The over-scaled c = 1/d shows a little of the same effect, for the same reason: its
+gradients are small too.""")
+
+
+def key_numbers(rows) -> KeyNumbers:
+    """What experiment 4 measured against what theory expects."""
+    found = KeyNumbers()
+    e4 = pick(rows, experiment=4)
+    if e4:
+        found.add("bad entries, scaled (worst d)",
+                  largest(e4, "bad_entry_fraction", scaling="sqrt"), "zero", "%")
+        for d in (256, 4096):
+            found.add(f"bad entries at d={d}, unscaled",
+                      average(e4, "bad_entry_fraction", d=d, scaling="none"),
+                      "about 20%" if d == 256 else "about 75%", "%")
+        found.add("normwise error, unscaled (worst d)",
+                  largest(e4, "normwise_error", scaling="none"), "tiny")
+    return found
+
+
+EXPERIMENT = Experiment(
+    4, "dead", "Dead gradients look like wrong gradients",
+    heading="Dead gradients look like wrong gradients",
+    parts=[Part(dead_gradients, quick=dict(d_values=(64, 512, 2048), seeds=(0,), n_queries=4),
+                full=dict(d_values=D_VALUES, seeds=(0, 1), n_queries=8))],
+    table=table, figure=figure, figure_file="fig4_dead_gradients.png",
+    figure_note="Entries that look wrong, the norm-wise error, and the size of the true gradient",
+    section=section, key_numbers=key_numbers)
