@@ -5,7 +5,7 @@
 # the source tree on PYTHONPATH, and installs nothing. Runs, each under a timeout:
 #   1. python3 -m minattn info                      what was found
 #   2. pytest -m gpu on every test module that imports here (the CUDA halves of the device
-#      tests, the CuPy kernel tests, the attention tests on cuda)
+#      tests, the CuPy kernel tests in tests/kernels/, the attention tests on cuda)
 #   3. the GPU benchmark: B=4, H=16, L=S=4096, E=64, forward and forward+backward, against
 #      torch's scaled_dot_product_attention on the same GPU
 #   4. smaller shapes (B=4, H=8, L=S in 256, 1024), flash-cupy against fused: where
@@ -49,10 +49,11 @@ step() {  # step NAME SECONDS COMMAND...: run with a timeout, log, record pass/f
 # Test modules that cannot import here (a dev-only package missing, e.g. hypothesis or
 # matplotlib) are left out and listed, instead of failing the whole collection.
 modules=()
-for f in tests/test_*.py tests/tools/test_*.py; do
+for f in tests/test_*.py tests/kernels/test_*.py tests/tools/test_*.py; do
     module="${f%.py}"
-    if timeout 30 "$PY" -c "import importlib; importlib.import_module('${module//\//.}')" \
-            > /dev/null 2>&1; then
+    # (tests/kernels/ imports its shared oracles as kernel_oracles, from its own folder)
+    if timeout 30 "$PY" -c "import importlib, sys; sys.path.insert(0, '$(dirname "$f")')
+importlib.import_module('${module//\//.}')" > /dev/null 2>&1; then
         modules+=("$f")
     else
         echo "(not collected here: $f does not import; missing dev package?)" | tee -a "$SUMMARY"
