@@ -9,7 +9,9 @@
   checkpoints, report, command);
 - ``bench/``: ``minattn bench``, attention implementations timed (harness, cases, machine,
   report, command);
-- ``runs``: run folders that no run destroys (atomic writes, resumable, set aside).
+- ``runs``: run folders that no run destroys (atomic writes, resumable, set aside, locked,
+  only minattn's own ever moved; strict JSON);
+- ``options``: what each option accepts, checked before any work (usage errors, exit 2).
 
 Nothing is imported here, so that ``minattn info`` loads only what it prints.
 """

@@ -2,12 +2,20 @@
 
 Each subcommand lives in its own module of ``minattn.tools``; this file only wires them to
 argparse. A subcommand module provides ``add_arguments(parser)`` and ``run(args) -> int``.
+
+Errors on the command line never end in a traceback: argparse's own (and the ``type=``
+checks of ``options``) exit with status 2 as they parse; a ``UsageError`` that ``run`` raises
+before any work is printed the same way (status 2); Ctrl-C that reaches this far is one
+line and status 130.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import sys
+
+from .options import UsageError
 
 SUBCOMMANDS = {
     "info": ("minattn.tools.info", "backends, devices, kernels and versions found"),
@@ -40,4 +48,12 @@ def main(argv=None) -> int:
         from ..kernels import blas  # at once, instead of spinning on the cores numba is using
 
         blas.short_spin_wait()
-    return module.run(args) or 0
+    try:
+        return module.run(args) or 0
+    except UsageError as exc:
+        parsers[args.command].print_usage(sys.stderr)
+        print(f"minattn {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # a second Ctrl-C in training, or one where none is handled
+        print(f"\nminattn {args.command}: interrupted", file=sys.stderr)
+        return 130

@@ -15,6 +15,7 @@ from .. import backend, core
 from ..functional import cross_entropy, log_softmax, scaled_dot_product_attention, softmax
 from ..gradcheck import gradcheck_report
 from ..nn.functional_nn import embedding, gelu, layer_norm, layer_norm_composed
+from .options import DEVICES, check_device, nonnegative_int
 
 
 def _positive(shape, rng):
@@ -130,11 +131,13 @@ def format_table(rows) -> str:
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: the default)")
+    parser.add_argument("--seed", type=nonnegative_int, default=0,
+                        help="seed of the random inputs (0 or more)")
+    parser.add_argument("--device", choices=DEVICES, default=None,
+                        help="cpu or cuda (default: MINATTN_DEVICE, else cpu)")
 
 
 def run(args) -> int:
-    rows = run_all(args.seed, args.device)
+    rows = run_all(args.seed, check_device(args.device))
     print(format_table(rows))
     return 0 if all(r["passed"] for r in rows) else 1

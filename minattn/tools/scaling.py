@@ -15,41 +15,45 @@ import argparse
 import sys
 import time
 
-from .. import backend
 from ..experiments import BY_NUMBER, EXPERIMENTS, make_figures, markdown_report, terminal_table
-from .runs import ResumeError, RunFolder, write_atomic, write_json
+from .options import DEVICES, check_device, comma_list, out_folder
+from .runs import FolderError, RunFolder, RunLock, write_atomic, write_json
+
+
+def _experiment_number(text: str) -> int:
+    if not text.isdigit() or int(text) not in BY_NUMBER:
+        raise argparse.ArgumentTypeError(f"no experiment {text!r}; they are numbered 1 to "
+                                         f"{len(EXPERIMENTS)}, e.g. 1,2,5")
+    return int(text)
+
+
+experiment_list = comma_list(_experiment_number, "1,2,5")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true",
                         help="a small version that runs in seconds")
-    parser.add_argument("--out", default="results/scaling", metavar="DIR",
+    parser.add_argument("--out", default="results/scaling", metavar="DIR", type=out_folder,
                         help="output folder (default: results/scaling); an earlier run "
-                             "there is kept, renamed DIR-<timestamp>")
+                             "there is kept, renamed DIR-<timestamp>; a folder minattn did "
+                             "not write is refused")
     parser.add_argument("--resume", action="store_true",
                         help="continue the interrupted run in DIR.partial")
     parser.add_argument("--train", action=argparse.BooleanOptionalAction, default=None,
                         help="run experiment 6, training sensitivity (default: on for the "
                              "full run, off for --quick)")
-    parser.add_argument("--only", default=None, metavar="LIST",
-                        help="comma-separated experiment numbers, e.g. 1,2,5")
-    parser.add_argument("--device", default="cpu", choices=backend.DEVICES,
+    parser.add_argument("--only", default=None, metavar="LIST", type=experiment_list,
+                        help=f"comma-separated experiment numbers (1 to {len(EXPERIMENTS)}), "
+                             "e.g. 1,2,5")
+    parser.add_argument("--device", default="cpu", choices=DEVICES,
                         help="where the arrays live (default: cpu)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _chosen(args) -> list[int]:
     numbers = [e.number for e in EXPERIMENTS]
-    if args.only:
-        try:
-            numbers = sorted({int(x) for x in args.only.split(",") if x.strip()})
-        except ValueError:
-            raise SystemExit(f"minattn scaling: --only takes numbers such as 1,2,5, got "
-                             f"{args.only!r}") from None
-        unknown = [n for n in numbers if n not in BY_NUMBER]
-        if unknown:
-            raise SystemExit(f"minattn scaling: no experiment {unknown}; they are numbered "
-                             f"1 to {len(EXPERIMENTS)}")
+    if args.only is not None:  # checked as it was parsed (experiment_list)
+        numbers = sorted(set(args.only))
     if args.train is False or (args.train is None and args.quick and not args.only):
         numbers = [n for n in numbers if n != 6]  # training is opt-in for --quick
     elif args.train and 6 not in numbers:
@@ -110,13 +114,13 @@ def run(args) -> int:
     numbers = _chosen(args)
     quick = bool(args.quick)
     config = {"quick": quick, "experiments": numbers, "device": args.device}
-    try:
-        backend.check_device(args.device)
+    check_device(args.device)  # these raise UsageError, before any work
+    with RunLock(args.out):
         folder = RunFolder(args.out, config, resume=args.resume)
-    except (ResumeError, RuntimeError) as exc:
-        print(f"minattn scaling: {exc}", file=sys.stderr)
-        return 2
+        return _run(args, numbers, quick, config, folder)
 
+
+def _run(args, numbers, quick, config, folder) -> int:
     todo = [BY_NUMBER[n] for n in numbers]
     done = {n: folder.load(n) for n in folder.finished()}
     total = sum(e.units(quick) for e in todo if e.number not in done)
@@ -150,7 +154,11 @@ def run(args) -> int:
     figures = make_figures(rows, folder.partial, say=print)
     write_json(folder.path("results.json"), rows)
     write_atomic(folder.path("report.md"), markdown_report(rows, figures, config, timings))
-    out = folder.finish()
+    try:
+        out = folder.finish()
+    except FolderError as exc:
+        print(f"minattn scaling: {exc}", file=sys.stderr)
+        return 1
     print(f"\nreport: {out / 'report.md'}")
     print(f"figures: {', '.join(str(out / f) for f in figures.values()) or 'none'}")
     print(f"rows: {out / 'results.json'} ({len(rows)} rows)")

@@ -139,11 +139,15 @@ def test_an_unavailable_device_is_a_clear_error(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "x.partial").exists()
 
 
-def test_bad_experiment_list_is_a_clear_error(tmp_path):
-    with pytest.raises(SystemExit, match="no experiment"):
-        scaling("--quick", "--only", "7", "--out", tmp_path / "x")
-    with pytest.raises(SystemExit, match="numbers"):
-        scaling("--quick", "--only", "a,b", "--out", tmp_path / "x")
+def test_bad_experiment_list_is_a_clear_error(tmp_path, capsys):
+    """A usage error (exit 2, as argparse gives) naming --only, before anything runs."""
+    for only, says in (("7", "no experiment '7'"), ("a,b", "numbered 1 to 6"),
+                       ("", "comma-separated list")):
+        with pytest.raises(SystemExit) as exit_info:
+            scaling("--quick", "--only", only, "--out", tmp_path / "x")
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and "argument --only" in err and says in err
+        assert not (tmp_path / "x.partial").exists()
 
 
 def test_progress_units_match_the_work():

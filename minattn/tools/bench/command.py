@@ -7,17 +7,19 @@ the machine, times, and prints and writes the results.
 
 from __future__ import annotations
 
+import argparse
 import gc
-import json
 import os
 import platform
 import statistics
 import sys
 
-from ... import backend
 from ...kernels import blas
+from ..options import DEVICES, UsageError, check_device, out_file, positive_float, positive_int
+from ..runs import dumps, write_atomic
 from .cases import (
     CPU_IMPLS,
+    CUDA_IMPLS,
     _memory_gib,
     _minattn_case,
     available_impls,
@@ -44,46 +46,77 @@ QUICK_SHAPES = "1x64,2x128"
 LONG_LENGTHS = (4096, 8192, 16384)
 
 
+def _shapes_option(text: str) -> str:
+    """--shapes as typed, checked: HxL pairs of whole numbers of 1 or more."""
+    try:
+        _parse_shapes(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _impl_option(text: str) -> str:
+    """--impl as typed, checked: known implementation names, comma-separated."""
+    known = list(dict.fromkeys(CPU_IMPLS + CUDA_IMPLS))
+    unknown = [n for n in (n.strip() for n in text.split(",")) if n not in known]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown implementation {', '.join(map(repr, unknown))}"
+                                         f"; choose from {', '.join(known)}")
+    return text
+
+
 def add_arguments(parser) -> None:
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--impl", default=None,
+    parser.add_argument("--device", choices=DEVICES, default="cpu")
+    parser.add_argument("--impl", type=_impl_option, default=None,
                         help="comma-separated implementations (default: all for the device: "
                              f"{', '.join(CPU_IMPLS)} on cpu; flash-cupy instead of "
                              "flash-numba on cuda)")
-    parser.add_argument("--shapes", default=None,
+    parser.add_argument("--shapes", type=_shapes_option, default=None,
                         help="comma-separated HxL (heads x length, L = S), e.g. 1x512,8x2048; "
                              f"default {DEFAULT_SHAPES['cpu']} (cpu), {DEFAULT_SHAPES['cuda']} "
                              "(cuda)")
-    parser.add_argument("--batch", type=int, default=None, help="B (default 1 cpu, 4 cuda)")
-    parser.add_argument("--dim", type=int, default=64, help="E = Ev, the head size")
+    parser.add_argument("--batch", type=positive_int, default=None,
+                        help="B (default 1 cpu, 4 cuda)")
+    parser.add_argument("--dim", type=positive_int, default=64, help="E = Ev, the head size")
     parser.add_argument("--no-malloc-reuse", dest="malloc_reuse", action="store_false",
                         help="leave glibc's allocator as it is (see reuse_large_allocations)")
-    parser.add_argument("--repeat", type=int, default=None, help="timed runs per case "
+    parser.add_argument("--repeat", type=positive_int, default=None, help="timed runs per case "
                         "(default 5; 2 with --quick)")
     parser.add_argument("--quick", action="store_true",
                         help="tiny shapes and few repeats: checks that the benchmark runs")
     parser.add_argument("--no-long", dest="long", action="store_false",
                         help="skip the long-sequence memory check (flash at L = S = 16384)")
-    parser.add_argument("--max-memory", type=float, default=3.0,
+    parser.add_argument("--max-memory", type=positive_float, default=3.0,
                         help="skip a case whose (L, S) arrays would need more GiB than this")
-    parser.add_argument("--out", default=None, help="write the rows as JSON to this file")
-    parser.add_argument("--markdown", default=None,
+    parser.add_argument("--out", type=out_file, default=None,
+                        help="write the rows as JSON to this file (replaced whole when the run "
+                             "ends; NaN written as null)")
+    parser.add_argument("--markdown", type=out_file, default=None,
                         help="write the tables as Markdown to this file (for RESULTS.md)")
 
 
 # -- the parts of a run -------------------------------------------------------------------------
 
 
-def parse_shapes(text: str) -> list[tuple[int, int]]:
+def _parse_shapes(text: str) -> list[tuple[int, int]]:
     shapes = []
     for part in text.split(","):
         try:
             H, L = (int(x) for x in part.lower().split("x"))
         except ValueError:
-            raise SystemExit(f"minattn bench: --shapes wants HxL pairs like 8x2048, got "
-                             f"{part!r}") from None
+            H = L = 0
+        if H < 1 or L < 1:
+            raise ValueError(f"expected HxL pairs of whole numbers of 1 or more, like 8x2048, "
+                             f"got {part!r}")
         shapes.append((H, L))
     return shapes
+
+
+def parse_shapes(text: str) -> list[tuple[int, int]]:
+    try:
+        return _parse_shapes(text)
+    except ValueError as exc:
+        raise SystemExit(f"minattn bench: --shapes {exc}") from None
 
 
 class Progress:
@@ -176,19 +209,17 @@ def long_sequence_check(device: str, lengths, E: int, repeat: int) -> list[dict]
 
 
 def run(args) -> int:
-    try:
-        device = backend.check_device(args.device)
-    except RuntimeError as err:
-        print(f"minattn bench: {err}", file=sys.stderr)
-        return 2
+    device = check_device(args.device)  # UsageError (exit 2) before any work
     quick = args.quick
     repeat = args.repeat or (2 if quick else 5)
     B = args.batch or (4 if device == "cuda" else 1)
     shapes = parse_shapes(args.shapes or (QUICK_SHAPES if quick else DEFAULT_SHAPES[device]))
-    impls = available_impls(device, args.impl.split(",") if args.impl else None)
+    impls = available_impls(device, [n.strip() for n in args.impl.split(",")] if args.impl
+                            else None)
     if not impls:
-        print("minattn bench: none of the asked implementations can run here", file=sys.stderr)
-        return 1
+        raise UsageError("--impl", f"none of {args.impl or 'the implementations'} can run "
+                                   f"on {device} here (torch, numba or CuPy missing?); "
+                                   "`minattn info` lists what is installed")
 
     malloc_reuse = args.malloc_reuse and device == "cpu" and reuse_large_allocations()
     agreement = check_agreement(impls, device)
@@ -244,14 +275,14 @@ def run(args) -> int:
     if checks:
         print("\ntargets (forward+backward, measured in this run):")
         print(format_targets(checks))
+    # written whole or not at all (a temp file, then renamed); strict JSON, NaN as null
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            json.dump({"meta": meta, "rows": rows, "long_sequence": long_rows}, f, indent=1,
-                      default=_json_default)
+        write_atomic(args.out, dumps({"meta": meta, "rows": rows, "long_sequence": long_rows},
+                                     indent=1, default=_json_default) + "\n")
         print(f"\nwrote {args.out}")
     if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write(format_markdown(meta, rows, long_rows))
+        os.makedirs(os.path.dirname(os.path.abspath(args.markdown)), exist_ok=True)
+        write_atomic(args.markdown, format_markdown(meta, rows, long_rows))
         print(f"wrote {args.markdown}")
     return 0

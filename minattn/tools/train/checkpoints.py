@@ -2,7 +2,9 @@
 
 A checkpoint holds the model, the optimizer's state, the step, the history and the seed
 that every random draw derives from; files are written to a temp file and then moved into
-place (``_publish``), so a crash mid-write leaves the previous one intact.
+place (``_publish``), so a crash mid-write leaves the previous one intact. A file that is
+not a whole checkpoint is a ``CheckpointError`` naming it and what to do. The JSON inside
+(and metrics.json) is strict: NaN and Infinity are written as null (``runs.dumps``).
 """
 
 from __future__ import annotations
@@ -12,14 +14,21 @@ import dataclasses
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from ... import backend
+from ..runs import dumps
 from .config import TrainConfig
 
 CHECKPOINT = "checkpoint.npz"
+_FIX = "run without --resume to start again (the folder is set aside, not deleted)"
+
+
+class CheckpointError(ValueError):
+    """A file that is not a whole checkpoint of ``minattn train``."""
 
 
 def save_checkpoint(path: Path, model, opt, step: int, config: TrainConfig, state: dict) -> None:
@@ -39,7 +48,7 @@ def save_checkpoint(path: Path, model, opt, step: int, config: TrainConfig, stat
             "rng": {"scheme": "every draw of step t derives from (seed, t)",
                     "seed": config.seed, "next_step": step},
             **state}
-    arrays["meta"] = np.array(json.dumps(meta))
+    arrays["meta"] = np.array(dumps(meta))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     try:
@@ -64,11 +73,28 @@ def _publish(tmp: str, path: Path) -> None:
 
 
 def load_checkpoint(path: Path) -> tuple[dict, dict]:
-    """(meta, arrays) of a checkpoint written by ``save_checkpoint``."""
-    with np.load(path, allow_pickle=False) as data:
-        arrays = {k: data[k] for k in data.files}
-    meta = json.loads(str(arrays.pop("meta")))
+    """(meta, arrays) of a checkpoint written by ``save_checkpoint``; CheckpointError if the
+    file is not one (truncated, overwritten, from elsewhere)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+        meta = json.loads(str(arrays.pop("meta")))
+        missing = {"step", "config", "param_groups", "optim_scalars"} - set(meta)
+        if missing:
+            raise KeyError(f"no {', '.join(sorted(missing))} in its metadata")
+    except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as exc:
+        raise CheckpointError(f"the checkpoint {path} cannot be read ({type(exc).__name__}: "
+                              f"{exc}); {_FIX}") from None
     return meta, arrays
+
+
+def saved_config(meta: dict, path: Path) -> TrainConfig:
+    """The settings a checkpoint was made with."""
+    try:
+        return TrainConfig(**meta["config"])
+    except TypeError as exc:  # settings this version does not have
+        raise CheckpointError(f"the checkpoint {path} was made with settings this minattn "
+                              f"does not know ({exc}); {_FIX}") from None
 
 
 def restore(model, opt, meta: dict, arrays: dict) -> None:
@@ -87,7 +113,14 @@ def restore(model, opt, meta: dict, arrays: dict) -> None:
 
 
 def _write_json(path: Path, data) -> None:
+    """Strict JSON (NaN and Infinity as null), written whole or not at all."""
+    text = dumps(data, indent=1) + "\n"
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=1)
-    _publish(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        _publish(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

@@ -1,62 +1,116 @@
 """``minattn train`` on the command line: its options, and ``run``.
 
-``run`` trains one model, or with ``--compare-scaling`` one per scale from the same seeds,
-prints the table, and writes the metrics and figures to ``--out``.
+``run`` checks everything before it trains (each option as it is parsed; then the options
+together, the device, the text, the output folder and, with ``--resume``, every
+checkpoint), then trains one model, or with ``--compare-scaling`` one per scale from the
+same seeds, prints the table, and writes the metrics and figures to ``--out``.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import sys
 from pathlib import Path
 
-from ..runs import set_aside
-from .checkpoints import _write_json
+from .. import runs
+from ..options import (
+    DEVICES,
+    DTYPES,
+    UsageError,
+    check_device,
+    comma_list,
+    existing_file,
+    fraction,
+    nonnegative_float,
+    nonnegative_int,
+    out_folder,
+    positive_float,
+    positive_int,
+    probability,
+)
+from .checkpoints import CHECKPOINT, CheckpointError, _write_json, load_checkpoint, saved_config
 from .config import TrainConfig, parse_scale, quick, scale_label
-from .loop import train
+from .loop import TrainingDiverged, train
 from .report import _slug, format_table, summary_row, write_figures
+from .tasks import make_task
+
+
+def scale_option(text: str) -> str:
+    """An attention scale as typed (none, 1, 1/d, 0.5): checked now, read once d is known."""
+    try:
+        parse_scale(text, head_dim=1)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text.strip().lower()
+
+
+scale_list = comma_list(scale_option, "none,1,1/d")
 
 
 def add_arguments(parser) -> None:
-    d = TrainConfig()
+    d, q = TrainConfig(), quick(TrainConfig())
+
+    def default(name: str) -> str:  # None in args means "not given" (see config_from_args)
+        return f"default {getattr(d, name)}; {getattr(q, name)} with --quick"
+
     parser.add_argument("--task", choices=["reverse", "copy", "chars"], default=d.task)
-    parser.add_argument("--seq-len", type=int, default=d.seq_len,
-                        help="symbols to reverse or copy (chars: half the context)")
-    parser.add_argument("--num-symbols", type=int, default=d.num_symbols,
+    parser.add_argument("--seq-len", type=positive_int, default=None,
+                        help="symbols to reverse or copy (chars: half the context; "
+                             f"{default('seq_len')})")
+    parser.add_argument("--num-symbols", type=positive_int, default=d.num_symbols,
                         help="alphabet size of reverse and copy")
-    parser.add_argument("--text", default=None, help="chars: a UTF-8 text file "
-                        "(default: the public-domain text shipped with minattn)")
-    parser.add_argument("--steps", type=int, default=d.steps)
-    parser.add_argument("--batch-size", type=int, default=d.batch_size)
-    parser.add_argument("--lr", type=float, default=d.lr)
-    parser.add_argument("--warmup", type=int, default=d.warmup)
-    parser.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    parser.add_argument("--grad-clip", type=float, default=d.grad_clip,
+    parser.add_argument("--text", type=existing_file, default=None, help="chars: a UTF-8 "
+                        "text file (default: the public-domain text shipped with minattn)")
+    parser.add_argument("--steps", type=positive_int, default=None, help=default("steps"))
+    parser.add_argument("--batch-size", type=positive_int, default=None,
+                        help=default("batch_size"))
+    parser.add_argument("--lr", type=positive_float, default=d.lr)
+    parser.add_argument("--warmup", type=nonnegative_int, default=None,
+                        help=f"steps of linear warm-up ({default('warmup')})")
+    parser.add_argument("--weight-decay", type=nonnegative_float, default=d.weight_decay)
+    parser.add_argument("--grad-clip", type=nonnegative_float, default=d.grad_clip,
                         help="max gradient norm (0: no clipping)")
-    parser.add_argument("--embed-dim", type=int, default=d.embed_dim)
-    parser.add_argument("--num-heads", type=int, default=d.num_heads)
-    parser.add_argument("--num-layers", type=int, default=d.num_layers)
+    parser.add_argument("--embed-dim", type=positive_int, default=None,
+                        help=f"model width ({default('embed_dim')})")
+    parser.add_argument("--num-heads", type=positive_int, default=None,
+                        help=f"attention heads, a divisor of --embed-dim ({default('num_heads')})")
+    parser.add_argument("--num-layers", type=positive_int, default=None,
+                        help=default("num_layers"))
     parser.add_argument("--positions", choices=["learned", "sinusoidal"], default=d.positions)
-    parser.add_argument("--dropout", type=float, default=d.dropout)
-    parser.add_argument("--scale", default="none",
-                        help="attention scale: none (1/sqrt(d)), 1 (unscaled), 1/d, or a number")
+    parser.add_argument("--dropout", type=probability, default=d.dropout,
+                        help="dropout rate, from 0 up to (not including) 1")
+    parser.add_argument("--scale", type=scale_option, default=None,
+                        help="attention scale: none (1/sqrt(d), the default), 1 (unscaled), "
+                             "1/d, or a number above 0")
     parser.add_argument("--impl", choices=["composed", "fused", "flash"], default=None,
                         help="attention implementation (default: the device's fastest)")
     parser.add_argument("--compare-scaling", action="store_true",
                         help="train with each of --scales from the same seeds and compare")
-    parser.add_argument("--scales", default="none,1",
-                        help="scales for --compare-scaling, comma-separated (e.g. none,1,1/d)")
-    parser.add_argument("--seed", type=int, default=d.seed)
-    parser.add_argument("--eval-every", type=int, default=d.eval_every)
-    parser.add_argument("--eval-size", type=int, default=d.eval_size)
-    parser.add_argument("--target", type=float, default=d.target,
-                        help="held-out token accuracy that counts as reached")
-    parser.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: the default)")
-    parser.add_argument("--dtype", default=d.dtype, help="float32 (default) or float64")
-    parser.add_argument("--out", default="results/train", help="output folder")
+    parser.add_argument("--scales", type=scale_list, default=None,
+                        help="scales for --compare-scaling, comma-separated (default none,1; "
+                             "e.g. none,1,1/d)")
+    parser.add_argument("--seed", type=nonnegative_int, default=d.seed)
+    parser.add_argument("--eval-every", type=positive_int, default=None,
+                        help=default("eval_every"))
+    parser.add_argument("--eval-size", type=positive_int, default=None,
+                        help=f"held-out sequences ({default('eval_size')})")
+    parser.add_argument("--target", type=fraction, default=d.target,
+                        help="held-out token accuracy that counts as reached (above 0, at "
+                             "most 1)")
+    parser.add_argument("--checkpoint-every", type=positive_int, default=None,
+                        help=default("checkpoint_every"))
+    parser.add_argument("--device", choices=DEVICES, default=None,
+                        help="cpu or cuda (default: MINATTN_DEVICE, else cpu)")
+    parser.add_argument("--dtype", choices=DTYPES, default=d.dtype,
+                        help="float32 (default) or float64")
+    parser.add_argument("--out", type=out_folder, default="results/train", metavar="DIR",
+                        help="output folder (default: results/train); an earlier run there is "
+                             "kept, renamed DIR-<timestamp>; a folder minattn did not write "
+                             "is refused")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the checkpoint in --out (same settings)")
-    parser.add_argument("--stop-after", type=int, default=None,
+    parser.add_argument("--stop-after", type=positive_int, default=None,
                         help="stop after this many steps, with a checkpoint (as if interrupted)")
     parser.add_argument("--quick", action="store_true", help="a few steps of a small model")
     parser.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
@@ -64,34 +118,117 @@ def add_arguments(parser) -> None:
 
 
 def config_from_args(args, scale=None) -> TrainConfig:
-    config = TrainConfig(task=args.task, seq_len=args.seq_len, num_symbols=args.num_symbols,
-                         text=args.text, embed_dim=args.embed_dim, num_heads=args.num_heads,
-                         num_layers=args.num_layers, positions=args.positions,
-                         dropout=args.dropout, impl=args.impl, steps=args.steps,
-                         batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
-                         weight_decay=args.weight_decay, grad_clip=args.grad_clip,
-                         seed=args.seed, eval_every=args.eval_every, eval_size=args.eval_size,
-                         target=args.target, checkpoint_every=args.checkpoint_every,
-                         device=args.device, dtype=args.dtype)
-    if args.quick:  # the quick sizes, except where an option was given another value
-        defaults = TrainConfig()
-        given = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
-                 if getattr(config, f.name) != getattr(defaults, f.name)}
-        config = dataclasses.replace(quick(defaults), **given)
+    """The settings of one run: the options given, the rest from TrainConfig (or, with
+    --quick, from quick(TrainConfig())). An option left out is None in args, so one given
+    at its default value still beats --quick."""
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+             if f.name != "scale" and getattr(args, f.name, None) is not None}
+    config = dataclasses.replace(quick(TrainConfig()) if args.quick else TrainConfig(),
+                                 **given)
+    if config.embed_dim % config.num_heads:
+        width = f"{config.embed_dim}" + (" (--quick's)" if args.embed_dim is None
+                                         and args.quick else "")
+        divisors = [h for h in range(1, config.embed_dim + 1) if config.embed_dim % h == 0]
+        raise UsageError("--num-heads", f"{config.num_heads} heads do not divide the model "
+                                        f"width --embed-dim {width}; choose one of "
+                                        f"{', '.join(map(str, divisors[:8]))}"
+                                        f"{', ...' if len(divisors) > 8 else ''}")
     head_dim = config.embed_dim // config.num_heads
-    return dataclasses.replace(config, scale=parse_scale(scale or args.scale, head_dim))
+    return dataclasses.replace(config, scale=parse_scale(scale or args.scale or "none",
+                                                         head_dim))
+
+
+def plan(args) -> list[tuple[TrainConfig, Path]]:
+    """The runs asked for, as (config, folder), with every option checked together.
+
+    Raises UsageError for what one option's check cannot see: options that do not go
+    together, a device that is not here, a text that cannot serve, a scale named twice.
+    """
+    if args.scales is not None and not args.compare_scaling:
+        raise UsageError("--scales", "is read only with --compare-scaling; add it, or give "
+                                     "one --scale")
+    if args.compare_scaling and args.scale is not None:
+        raise UsageError("--scale", "--compare-scaling trains each of --scales; name the "
+                                    "scales there, e.g. --scales none,1")
+    if args.text is not None and args.task != "chars":
+        raise UsageError("--text", f"only --task chars reads a text (this is --task "
+                                   f"{args.task})")
+    out = Path(args.out)
+    if args.compare_scaling:
+        planned = []
+        for scale in args.scales or ["none", "1"]:
+            config = config_from_args(args, scale)
+            planned.append((config, out / ("scale-" + _slug(config.label()))))
+        labels = [config.label() for config, _ in planned]
+        if len(set(labels)) < len(labels):
+            raise UsageError("--scales", f"{','.join(args.scales)} names one scale twice "
+                                         f"({', '.join(labels)} at this head size)")
+    else:
+        planned = [(config_from_args(args, args.scale), out)]
+    config = planned[0][0]
+    check_device(config.device)
+    if config.task == "chars":  # the text is read now, so that a bad one stops nothing
+        try:
+            make_task(config)
+        except UnicodeDecodeError as exc:
+            raise UsageError("--text", f"{args.text} is not UTF-8 text ({exc.reason} at "
+                                       f"byte {exc.start})") from None
+        except OSError as exc:
+            raise UsageError("--text", f"{args.text} cannot be read ({exc.strerror})") from None
+        except ValueError as exc:
+            raise UsageError("--seq-len" if args.text is None else "--text",
+                             f"{exc}; use a smaller --seq-len"
+                             + ("" if args.text is None else " or a longer text")) from None
+    return planned
+
+
+def check_resume(out: Path, planned) -> None:
+    """--resume needs a run of minattn train in out, with a checkpoint of these settings."""
+    if not out.is_dir() or not runs.written_by_minattn(out, "train"):
+        raise UsageError("--resume", f"no run to resume in {out}; run without --resume to "
+                                     "start one")
+    found = [(config, o / CHECKPOINT) for config, o in planned if (o / CHECKPOINT).exists()]
+    if not found:
+        raise UsageError("--resume", f"the run in {out} stopped before its first checkpoint "
+                                     f"({CHECKPOINT}); run without --resume to start again")
+    for config, path in found:
+        try:
+            saved = saved_config(load_checkpoint(path)[0], path)
+        except CheckpointError as exc:
+            raise UsageError("--resume", str(exc)) from None
+        if saved != config:
+            diff = {k: (v, getattr(config, k)) for k, v in dataclasses.asdict(saved).items()
+                    if getattr(config, k) != v}
+            raise UsageError("--resume", f"the checkpoint {path} was made with other settings "
+                                         f"(saved, now): {diff}; resume with the same "
+                                         "settings, or use another --out")
 
 
 def run(args) -> int:
+    planned = plan(args)
     out = Path(args.out)
-    if not args.resume and out.exists() and any(out.iterdir()):
-        moved = set_aside(out)  # an earlier run is kept whole, never overwritten
-        print(f"{out} held an earlier run: moved it to {moved} (use --resume to continue one)")
-    scales = args.scales.split(",") if args.compare_scaling else [args.scale]
+    if args.resume:
+        check_resume(out, planned)
+    with runs.RunLock(out):  # one run at a time in out, from here to the end
+        if not args.resume:
+            moved = runs.claim(out, "train")  # an earlier run is kept whole, never overwritten
+            if moved is not None:
+                print(f"{out} held an earlier run: moved it to {moved} (use --resume to "
+                      "continue one)")
+        try:
+            return _train_all(args, planned, out)
+        except (TrainingDiverged, CheckpointError) as exc:  # a step gave NaN, or a checkpoint
+            print(f"minattn train: error: {exc}", file=sys.stderr)  # loaded but did not fit
+            return 1
+        except KeyboardInterrupt:  # a second Ctrl-C in training, or one outside it
+            print(f"\nminattn train: stopped at once by Ctrl-C; the last checkpoint in {out} "
+                  "is kept: continue with --resume", file=sys.stderr)
+            return 130
+
+
+def _train_all(args, planned, out: Path) -> int:
     results = []
-    for scale in scales:
-        config = config_from_args(args, scale)
-        run_out = out / ("scale-" + _slug(config.label())) if args.compare_scaling else out
+    for config, run_out in planned:
         print(f"training {config.task} (length {config.seq_len}) with attention scale "
               f"{config.label()}, {config.steps} steps -> {run_out}")
         result = train(config, run_out, resume=args.resume, progress=not args.quiet,

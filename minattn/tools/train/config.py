@@ -7,6 +7,7 @@ few seconds; ``parse_scale`` and ``scale_label`` read and print the attention sc
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 
@@ -49,14 +50,23 @@ def scale_label(scale) -> str:
     return "1/sqrt(d)" if scale is None else f"{scale:g}"
 
 
+SCALE_NAMES = ("none", "default", "1/sqrt(d)", "1/d")
+
+
 def parse_scale(text: str, head_dim: int) -> float | None:
-    """'none' -> None (1/sqrt(d)); '1' -> 1.0; '1/d' -> 1/head_dim; any float."""
+    """'none' -> None (1/sqrt(d)); '1' -> 1.0; '1/d' -> 1/head_dim; any number above 0."""
     text = text.strip().lower()
     if text in ("none", "default", "1/sqrt(d)"):
         return None
     if text == "1/d":
         return 1.0 / head_dim
-    return float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"expected none (1/sqrt(d)), 1/d or a number above 0, got {text!r}")
+    return value
 
 
 def quick(config: TrainConfig) -> TrainConfig:

@@ -2,13 +2,17 @@
 
 ``train`` runs one model to the end (or to Ctrl-C, or ``stop_after`` steps), checkpointing
 as it goes and resuming from a checkpoint to the parameters an uninterrupted run reaches.
+A step whose loss or gradient is not finite stops it (``TrainingDiverged``) before the
+optimizer takes it, so no NaN reaches the parameters, the checkpoint or the metrics.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -16,7 +20,15 @@ import numpy as np
 
 from ... import backend, core, nn, optim
 from ... import functional as F
-from .checkpoints import CHECKPOINT, _write_json, load_checkpoint, restore, save_checkpoint
+from .checkpoints import (
+    CHECKPOINT,
+    CheckpointError,
+    _write_json,
+    load_checkpoint,
+    restore,
+    save_checkpoint,
+    saved_config,
+)
 from .config import TrainConfig
 from .tasks import SequenceTask, eval_batch, make_task, train_batch
 
@@ -120,8 +132,22 @@ def greedy_accuracy(model, task, inputs, targets) -> float:
 # -- the training loop ---------------------------------------------------------------------------
 
 
+class TrainingDiverged(RuntimeError):
+    """A step's loss or gradient norm was NaN or infinite: training stopped before it."""
+
+    def __init__(self, step: int, loss: float, grad_norm: float, out: Path, saved: int | None):
+        kept = f"the checkpoint of step {saved} in {out} is kept" if saved is not None \
+            else "no checkpoint was written"
+        super().__init__(f"training diverged at step {step} (loss {loss:g}, gradient norm "
+                         f"{grad_norm:g}); {kept}; try a lower --lr, a longer --warmup or "
+                         "--grad-clip 1")
+        self.step = step
+
+
 class _StopFlag:
-    """First Ctrl-C: finish the current step, checkpoint, stop. A second one: stop now."""
+    """First Ctrl-C: finish the current step, checkpoint, stop. A second one: stop now, by
+    KeyboardInterrupt from wherever the program is (the command turns it into one line and
+    exit status 130; a checkpoint being written is left whole or not at all)."""
 
     def __init__(self):
         self.requested = False
@@ -140,6 +166,8 @@ class _StopFlag:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
+        print("\nCtrl-C: finishing this step and saving a checkpoint (Ctrl-C again stops at "
+              "once)", file=sys.stderr, flush=True)
 
     def __exit__(self, *exc):
         if self._installed:
@@ -173,18 +201,24 @@ def train(config: TrainConfig, out: Path, resume: bool = False, progress: bool =
     model, opt = build(config, task)
     step, state = 0, {"history": [], "evals": [], "train_time_s": 0.0, "time_to_target_s": None,
                       "steps_to_target": None}
+    saved_step = None
     if resume and ckpt.exists():
         meta, arrays = load_checkpoint(ckpt)
-        saved = TrainConfig(**meta["config"])
+        saved = saved_config(meta, ckpt)
         if saved != config:
             diff = {k: (v, getattr(config, k)) for k, v in dataclasses.asdict(saved).items()
                     if getattr(config, k) != v}
             raise ValueError(f"--resume: the checkpoint in {out} was made with other settings "
                              f"(saved, now): {diff}; resume with the same settings or use "
                              "another --out")
-        restore(model, opt, meta, arrays)
-        step = meta["step"]
-        state = {k: meta[k] for k in state}
+        try:
+            restore(model, opt, meta, arrays)
+            step = saved_step = int(meta["step"])
+            state = {k: meta[k] for k in state}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"the checkpoint {ckpt} does not fit this model "
+                                  f"({type(exc).__name__}: {exc}); run without --resume to "
+                                  "start again (the folder is set aside, not deleted)") from None
         log(f"resuming {out} at step {step} of {config.steps}")
     elif resume:
         log(f"no checkpoint in {out}: starting from step 0")
@@ -192,7 +226,9 @@ def train(config: TrainConfig, out: Path, resume: bool = False, progress: bool =
     bar = _progress(config.steps, step, progress, f"{config.task} scale={config.label()}")
     started, this_call = time.perf_counter() - state["train_time_s"], 0
     last_line = time.perf_counter()
-    with _StopFlag() as stop:
+    # the bar is closed however the loop ends (a diverged step, a second Ctrl-C, a crash)
+    closing = contextlib.closing(bar) if bar is not None else contextlib.nullcontext()
+    with _StopFlag() as stop, closing:
         while step < config.steps:
             backend.manual_seed(config.seed * 1_000_003 + step)  # dropout of step t: (seed, t)
             inputs, targets = train_batch(task, config, step)
@@ -204,10 +240,13 @@ def train(config: TrainConfig, out: Path, resume: bool = False, progress: bool =
             attn_norms = attention_grad_norms(model)
             total_norm = nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip) \
                 if config.grad_clip else nn.utils.grad_norm(model.parameters())
+            loss_value = loss.item()
+            if not (math.isfinite(loss_value) and math.isfinite(total_norm)):
+                raise TrainingDiverged(step + 1, loss_value, total_norm, out, saved_step)
             opt.step()
             step += 1
             this_call += 1
-            record = {"step": step, "loss": loss.item(), "acc": float(correct.mean()),
+            record = {"step": step, "loss": loss_value, "acc": float(correct.mean()),
                       "lr": opt.param_groups[0]["lr"], "grad_norm": total_norm, **attn_norms}
             state["history"].append(record)
             if step % config.eval_every == 0 or step == config.steps:
@@ -235,10 +274,9 @@ def train(config: TrainConfig, out: Path, resume: bool = False, progress: bool =
             if step % config.checkpoint_every == 0 or step == config.steps or interrupted:
                 state["train_time_s"] = time.perf_counter() - started
                 save_checkpoint(ckpt, model, opt, step, config, state)
+                saved_step = step
             if interrupted:
                 break
-    if bar is not None:
-        bar.close()
     if step < config.steps:
         log(f"stopped at step {step} of {config.steps}; checkpoint in {ckpt}: continue with "
             "--resume")
