@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import reprlib
 
 import numpy as np
 
@@ -146,14 +147,21 @@ def to_numpy(array) -> np.ndarray:
 # -- dtypes -------------------------------------------------------------------------------------
 
 
+NUMERIC_KINDS = "biufc"  # bool, int, unsigned, float, complex: what a tensor can hold
+
+
 def resolve_dtype(dtype) -> np.dtype | None:
     """np.float64, 'float64', ma.float64 and torch-like names all become a NumPy dtype."""
     if dtype is None:
         return None
     try:
-        return np.dtype(dtype)
+        resolved = np.dtype(dtype)
     except TypeError:
         raise TypeError(f"unknown dtype {dtype!r}") from None
+    if resolved.kind not in NUMERIC_KINDS:
+        raise TypeError(f"dtype {dtype!r} ({resolved}) cannot be a tensor's dtype: expected a "
+                        "float, integer, complex or bool dtype, e.g. 'float32'")
+    return resolved
 
 
 def is_number(x) -> bool:
@@ -179,16 +187,56 @@ def as_array(value, device: str | None = None, dtype=None):
     """
     dtype = resolve_dtype(dtype)
     if is_cupy_array(value) or isinstance(value, np.ndarray):
+        check_numeric(value)
         array = value if device is None else to_device(value, device)
         return array if dtype is None or array.dtype == dtype else array.astype(dtype)
-    array = np.asarray(value)
+    try:
+        array = np.asarray(value)
+    except ValueError as exc:  # NumPy's "inhomogeneous shape": say where the rows differ
+        raise ValueError(f"cannot make a tensor from ragged data: {ragged_where(value) or exc}; "
+                         "every row of a nested list must have the same length") from None
+    check_numeric(array, value)
     if dtype is None and array.dtype == np.float64 and not isinstance(value, np.generic):
         dtype = DEFAULT_DTYPE  # Python floats: default dtype, like torch.tensor([1.0])
     if dtype is not None:
         array = array.astype(dtype)
-    if array.dtype == object:
-        raise TypeError(f"cannot make a tensor from {type(value).__name__}")
     return to_device(array, device or default_device())
+
+
+_ARRAY = object()  # check_numeric's "the data is the array itself"
+
+
+def check_numeric(array, value=_ARRAY) -> None:
+    """A TypeError, naming the data (value, from which array was made) and its dtype, unless
+    array holds numbers or booleans."""
+    if array.dtype.kind not in NUMERIC_KINDS:
+        value = array if value is _ARRAY else value
+        raise TypeError(f"cannot make a tensor from {type(value).__name__} "
+                        f"{reprlib.repr(value)} (NumPy dtype {array.dtype}): tensors hold "
+                        "numbers or booleans (float, int, complex or bool)")
+
+
+def ragged_where(value, shape=None, dim: int = 0, index: tuple = ()) -> str | None:
+    """Where nested lists stop being rectangular, against the shape of their first elements:
+    'expected a sequence of length 2 at index (1,), got length 1'. None if they are not."""
+    if shape is None:  # the shape that the first element of every level implies
+        shape, v = [], value
+        while isinstance(v, (list, tuple, np.ndarray)):
+            shape.append(len(v))
+            if not len(v):
+                break
+            v = v[0]
+    is_sequence = isinstance(value, (list, tuple, np.ndarray))
+    if dim == len(shape):
+        return f"expected a number at index {index}, got a sequence" if is_sequence else None
+    if not is_sequence or len(value) != shape[dim]:
+        got = f"length {len(value)}" if is_sequence else f"the number {value!r}"
+        return f"expected a sequence of length {shape[dim]} at index {index}, got {got}"
+    for i, item in enumerate(value):
+        found = ragged_where(item, shape, dim + 1, (*index, i))
+        if found:
+            return found
+    return None
 
 
 # -- random numbers ---------------------------------------------------------------------------

@@ -11,6 +11,7 @@ per node, from the output back to the leaves.
 from __future__ import annotations
 
 import contextlib
+import numbers
 import threading
 
 from . import backend, kernels
@@ -100,6 +101,32 @@ def constant_array(value, device: str, op: str, name: str, other: str):
     return value
 
 
+def describe(x) -> str:
+    """'int64 tensor of shape (3,) on cpu': what an error message says about a tensor or array."""
+    device = x.device if isinstance(x, Tensor) else backend.device_of(x)
+    return f"{x.dtype} tensor of shape {tuple(x.shape)} on {device}"
+
+
+def check_float(x, op: str, name: str = "input") -> None:
+    """A TypeError unless x (a Tensor or array) is floating point: softmax, layer norm and the
+    like have no integer version (PyTorch: "not implemented for 'Long'")."""
+    if not backend.is_float(x.dtype):
+        raise TypeError(f"{op}: {name} must be a floating-point tensor, got {describe(x)}; "
+                        "cast it first, e.g. with .to(ma.float32)")
+
+
+def check_shape(shape: tuple, op: str, infer: bool = False) -> tuple:
+    """The dimensions of a new shape as ints >= 0 (one may be -1, to infer, when ``infer``)."""
+    for n in shape:
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+            raise TypeError(f"{op}: a shape holds ints, got {shape!r} with the "
+                            f"{type(n).__name__} {n!r}")
+        if n < (-1 if infer else 0):
+            allowed = "ints >= 0, or -1 for one inferred dimension" if infer else "ints >= 0"
+            raise ValueError(f"{op}: shape {shape!r} has the dimension {n}; allowed: {allowed}")
+    return tuple(int(n) for n in shape)
+
+
 def _as_tensors(inputs, op: str) -> list[Tensor]:
     """Wrap numbers and arrays as constant tensors; all inputs must share one device."""
     device = next((x.device for x in inputs if isinstance(x, Tensor)), None)
@@ -107,11 +134,15 @@ def _as_tensors(inputs, op: str) -> list[Tensor]:
     tensors = []
     for x in inputs:
         if not isinstance(x, Tensor):
-            if backend.is_number(x):  # a number takes the float tensors' dtype, as in PyTorch
-                dtype = like.dtype if like is not None else None
-                x = Tensor(backend.as_array(x, device=device, dtype=dtype))
-            else:
-                x = Tensor(x)  # an array keeps its device: mixing is caught just below
+            try:
+                if backend.is_number(x):  # a number takes the float tensors' dtype, as PyTorch
+                    dtype = like.dtype if like is not None else None
+                    x = Tensor(backend.as_array(x, device=device, dtype=dtype))
+                else:
+                    x = Tensor(x)  # an array keeps its device: mixing is caught just below
+            except (TypeError, ValueError) as exc:  # not numbers ("a"), ragged lists
+                error = TypeError if isinstance(exc, TypeError) else ValueError
+                raise error(f"{op}: {exc}") from None
         tensors.append(x)
     devices = {t.device for t in tensors}
     if len(devices) > 1:
@@ -130,7 +161,11 @@ class Tensor:
     def __init__(self, data, requires_grad: bool = False):
         if isinstance(data, Tensor):
             data = data.data
-        self.data = data if _is_backend_array(data) else backend.as_array(data)
+        if _is_backend_array(data):
+            backend.check_numeric(data)  # no tensors of strings or objects
+            self.data = data
+        else:
+            self.data = backend.as_array(data)
         self.grad: Tensor | None = None
         self._ctx: Function | None = None  # the Function that produced this tensor
         self._retain_grad = False
@@ -218,6 +253,9 @@ class Tensor:
             if tuple(grad.shape) != self.shape:
                 raise ValueError(f"backward: grad has shape {tuple(grad.shape)} but the "
                                  f"tensor has shape {self.shape}")
+            if grad.dtype.kind == "c":  # casting would drop the imaginary part silently
+                raise TypeError(f"backward: grad must be real for a real tensor, got "
+                                f"{describe(grad)}; the tensor is {describe(self)}")
             grad = grad.astype(self.dtype, copy=False)
 
         grads = {id(self): grad}  # dL/dt for every tensor t reached so far
@@ -300,8 +338,12 @@ def tensor(data, dtype=None, requires_grad: bool = False, device=None) -> Tensor
 
 def _filled(fill: str, shape, requires_grad, device, dtype) -> Tensor:
     shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+    shape = check_shape(shape, fill)
     xp = backend.xp_for(device or backend.default_device())
     dtype = backend.resolve_dtype(dtype) or backend.DEFAULT_DTYPE
+    if fill == "randn" and not backend.is_float(dtype):
+        raise TypeError(f"randn: dtype must be floating point, got {dtype} (normal samples "
+                        "are not integers; PyTorch: not implemented)")
     if fill == "randn":
         array = backend.generator(backend.check_device(device)).standard_normal(shape)
         array = array.astype(dtype)

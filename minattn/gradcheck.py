@@ -20,13 +20,14 @@ as ``torch.autograd.gradcheck``. Central differences lose digits to round-off
 from __future__ import annotations
 
 import math
+import reprlib
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
 from . import backend
-from .core import Tensor, no_grad
+from .core import Tensor, describe, no_grad
 
 
 class GradcheckError(RuntimeError):
@@ -104,10 +105,17 @@ def gradcheck_report(fn, inputs, *, eps=1e-6, atol=1e-5, rtol=1e-3, mode="auto",
     """Compare every input that requires grad; full Jacobian when n_in * n_out <= full_limit."""
     if mode not in ("auto", "full", "directional"):
         raise ValueError(f"mode must be 'auto', 'full' or 'directional', got {mode!r}")
+    if not callable(fn):
+        raise TypeError(f"gradcheck: fn must be a function of the inputs, got "
+                        f"{type(fn).__name__} {fn!r}")
+    if not (isinstance(eps, (int, float)) and 0 < eps < math.inf):
+        raise ValueError(f"gradcheck: eps must be a positive step size, got {eps!r}")
     inputs = _as_float64_inputs(inputs)
     checked = [i for i, x in enumerate(inputs) if isinstance(x, Tensor) and x.requires_grad]
     if not checked:
-        raise ValueError("gradcheck: no input has requires_grad=True")
+        got = ", ".join(_describe(x) for x in inputs) or "no inputs at all"
+        raise ValueError(f"gradcheck: no input has requires_grad=True (got {got}); pass at "
+                         "least one float64 tensor made with requires_grad=True")
     rng = np.random.default_rng(seed)
     with no_grad():
         outs = _outputs(fn, inputs)
@@ -128,17 +136,19 @@ def gradcheck_report(fn, inputs, *, eps=1e-6, atol=1e-5, rtol=1e-3, mode="auto",
 
 def _check_full(fn, inputs, i, upstream, eps, atol, rtol, rng) -> InputCheck:
     x = inputs[i]
-    numerical = np.stack([_perturbed_outputs(fn, inputs, i, e, eps)
-                          for e in _unit_vectors(x)], axis=1)  # (n_out, n_in)
     outs = _outputs(fn, inputs)
-    rows = []
-    for k in range(numerical.shape[0]):  # one backward per output element: row k of J
-        onehots = _split_onehot(k, outs)
-        rows.append(_vjp(inputs, i, outs, onehots))
-    analytical = np.stack(rows)  # (n_out, n_in)
+    n_out = sum(o.size for o in outs)
+    numerical = np.zeros((n_out, x.size))  # (n_out, n_in): empty when either one is
+    for j, e in enumerate(_unit_vectors(x)):
+        numerical[:, j] = _perturbed_outputs(fn, inputs, i, e, eps)
+    analytical = np.zeros((n_out, x.size))
+    for k in range(n_out):  # one backward per output element: row k of J
+        analytical[k] = _vjp(inputs, i, outs, _split_onehot(k, outs))
     bad, worst = _compare(analytical, numerical, atol, rtol)
-    out_el, in_el = np.unravel_index(worst, analytical.shape)
-    where = (_unravel(in_el, x.shape), _locate_output(int(out_el), outs))
+    where = None
+    if analytical.size:  # an empty input or output has no element to point at
+        out_el, in_el = np.unravel_index(worst, analytical.shape)
+        where = (_unravel(in_el, x.shape), _locate_output(int(out_el), outs))
     return _result(i, x, "full", analytical, numerical, worst, where, bad)
 
 
@@ -179,9 +189,27 @@ def _as_float64_inputs(inputs) -> list:
 
 
 def _outputs(fn, inputs) -> list:
+    """fn's float outputs (integer or boolean ones have no gradient to check)."""
     out = fn(*inputs)
     outs = list(out) if isinstance(out, (tuple, list)) else [out]
-    return [o for o in outs if isinstance(o, Tensor) and backend.is_float(o.dtype)]
+    for k, o in enumerate(outs):
+        if not isinstance(o, Tensor):
+            which = f"output {k} of {len(outs)}" if isinstance(out, (tuple, list)) else "it"
+            raise TypeError(f"gradcheck: fn must return a Tensor or a tuple of Tensors; {which} "
+                            f"is {type(o).__name__} {reprlib.repr(o)}")
+    floats = [o for o in outs if backend.is_float(o.dtype)]
+    if not floats:
+        got = ", ".join(_describe(o) for o in outs) or "an empty tuple"
+        raise TypeError(f"gradcheck: fn returned no floating-point tensor, only {got}: there "
+                        "is no gradient to check")
+    return floats
+
+
+def _describe(x) -> str:
+    """'float64 tensor of shape (3,) on cpu', or the type of what is not a tensor."""
+    if not isinstance(x, Tensor):
+        return type(x).__name__
+    return describe(x) + (" that requires grad" if x.requires_grad else "")
 
 
 def _with_input(inputs, i, data) -> list:
@@ -262,9 +290,9 @@ def _result(i, x, mode, analytical, numerical, worst, where, bad) -> InputCheck:
     scale = np.maximum(np.abs(analytical), np.abs(numerical))
     rel = np.divide(diff, scale, out=np.zeros_like(diff), where=scale > 0)
     diff, rel = np.nan_to_num(diff, nan=math.inf), np.nan_to_num(rel, nan=math.inf)
+    a, n = (float(v.flat[worst]) if v.size else 0.0 for v in (analytical, numerical))
     return InputCheck(i, x.shape, mode, float(diff.max(initial=0.0)),
-                      float(rel.max(initial=0.0)), where, float(analytical.flat[worst]),
-                      float(numerical.flat[worst]), not bad)
+                      float(rel.max(initial=0.0)), where, a, n, not bad)
 
 
 def _unravel(flat: int, shape: tuple) -> tuple:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from .. import backend
 from ..attention import attention
 from ..core import Tensor, constant_array
-from .module import Linear, Module
+from .module import Linear, Module, check_size
 
 
 class MultiHeadAttention(Module):
@@ -48,9 +48,7 @@ class MultiHeadAttention(Module):
     def __init__(self, embed_dim: int, num_heads: int, bias: bool = True, scale=None,
                  impl=None, device=None, dtype=None):
         super().__init__()
-        if num_heads < 1 or embed_dim % num_heads:
-            raise ValueError(f"MultiHeadAttention: embed_dim {embed_dim} must be divisible by "
-                             f"num_heads {num_heads}")
+        embed_dim, num_heads = check_heads(embed_dim, num_heads, "MultiHeadAttention")
         self.embed_dim, self.num_heads = embed_dim, num_heads
         self.head_dim = embed_dim // num_heads
         self.scale, self.impl = scale, impl
@@ -114,6 +112,16 @@ class MultiHeadAttention(Module):
     def extra_repr(self) -> str:
         return f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, scale={self.scale}, " \
                f"impl={self.impl}"
+
+
+def check_heads(embed_dim, num_heads, owner: str) -> tuple[int, int]:
+    """embed_dim and num_heads as positive ints, E divisible by H (each head gets D = E / H)."""
+    embed_dim = check_size(embed_dim, "embed_dim", owner, minimum=1)
+    num_heads = check_size(num_heads, "num_heads", owner, minimum=1)
+    if embed_dim % num_heads:
+        raise ValueError(f"{owner}: embed_dim {embed_dim} must be divisible by num_heads "
+                         f"{num_heads} (each head takes embed_dim / num_heads features)")
+    return embed_dim, num_heads
 
 
 def _head_broadcast(mask, device):

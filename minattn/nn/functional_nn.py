@@ -9,9 +9,10 @@ autograd differentiates, and the tests hold the two equal.
 from __future__ import annotations
 
 import math
+import numbers
 
 from .. import backend
-from ..core import Function, Tensor, _as_tensors
+from ..core import Function, Tensor, _as_tensors, check_float
 
 # -- embedding ----------------------------------------------------------------------------------
 
@@ -40,6 +41,9 @@ def embedding(index, weight: Tensor) -> Tensor:
     >>> embedding(ma.tensor([[1, 2, 1]]), table).shape
     (1, 3, 4)
     """
+    if weight.ndim != 2:
+        raise ValueError(f"embedding: weight must be a 2-D table (num_embeddings, "
+                         f"embedding_dim), got shape {tuple(weight.shape)}")
     index = index.data if isinstance(index, Tensor) else index
     if not (backend.is_cupy_array(index) or hasattr(index, "dtype")):
         index = backend.as_array(index, device=weight.device)
@@ -94,11 +98,22 @@ class LayerNormFunction(Function):
         return dx, dweight, dbias
 
 
-def _normalized_shape(normalized_shape) -> tuple:
-    return (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+def _normalized_shape(normalized_shape, op: str = "layer_norm") -> tuple:
+    """normalized_shape as a non-empty tuple of ints >= 0: 8 -> (8,), [2, 8] -> (2, 8)."""
+    shape = (normalized_shape,) if isinstance(normalized_shape, numbers.Integral) \
+        else normalized_shape
+    if not isinstance(shape, (tuple, list)) or any(
+            isinstance(n, bool) or not isinstance(n, numbers.Integral) for n in shape):
+        raise TypeError(f"{op}: normalized_shape must be an int or a tuple of ints, got "
+                        f"{type(normalized_shape).__name__} {normalized_shape!r}")
+    if not shape or min(shape) < 0:  # () would normalize nothing: PyTorch refuses it too
+        raise ValueError(f"{op}: normalized_shape must be a non-empty tuple of sizes >= 0 (the "
+                         f"trailing axes to normalize), got {normalized_shape!r}")
+    return tuple(int(n) for n in shape)
 
 
 def _check_layer_norm(x, normalized_shape, weight, bias) -> tuple:
+    check_float(x, "layer_norm")  # as PyTorch: no layer norm of integers
     shape = _normalized_shape(normalized_shape)
     if x.shape[x.ndim - len(shape):] != shape or x.ndim < len(shape):
         raise ValueError(f"layer_norm: input of shape {x.shape} does not end with the "
@@ -165,12 +180,22 @@ def dropout(x, p: float = 0.5, training: bool = True) -> Tensor:
     >>> dropout(ma.ones(2, 3), p=0.5, training=False).numpy().tolist()
     [[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]]
     """
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"dropout probability must be in [0, 1], got {p}")
+    p = check_probability(p, "dropout")
     (x,) = _as_tensors([x], "dropout")
     if not training or p == 0.0:
         return x
-    return DropoutFunction.apply(x, p=float(p))
+    check_float(x, "dropout")  # x * mask / (1 - p) is not an integer (PyTorch: an error too)
+    return DropoutFunction.apply(x, p=p)
+
+
+def check_probability(p, op: str, name: str = "p") -> float:
+    """A dropout probability as a float in [0, 1] (1 drops everything, as in PyTorch)."""
+    if not isinstance(p, numbers.Real):
+        raise TypeError(f"{op}: {name} must be a number in [0, 1], got {type(p).__name__} "
+                        f"{p!r}")
+    if not 0.0 <= p <= 1.0:  # False for NaN too
+        raise ValueError(f"{op}: {name} must be a probability in [0, 1], got {p}")
+    return float(p)
 
 
 # -- GELU -----------------------------------------------------------------------------------------
@@ -217,4 +242,5 @@ def gelu(x, approximate: str = "none") -> Tensor:
     if approximate not in ("none", "tanh"):
         raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
     (x,) = _as_tensors([x], "gelu")
+    check_float(x, "gelu")
     return GELUFunction.apply(x, approximate=approximate)

@@ -7,7 +7,7 @@ from .. import backend
 from ..core import Tensor
 from ..ops import relu
 from . import functional_nn as fnn
-from .module import Module, Parameter, normal
+from .module import Module, Parameter, check_size, normal
 
 
 class Embedding(Module):
@@ -20,6 +20,8 @@ class Embedding(Module):
 
     def __init__(self, num_embeddings: int, embedding_dim: int, device=None, dtype=None):
         super().__init__()
+        num_embeddings = check_size(num_embeddings, "num_embeddings", "Embedding")
+        embedding_dim = check_size(embedding_dim, "embedding_dim", "Embedding")
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
         self.weight = Parameter(normal((num_embeddings, embedding_dim), 1.0, device, dtype))
 
@@ -41,7 +43,7 @@ class LayerNorm(Module):
     def __init__(self, normalized_shape, eps: float = 1e-5, elementwise_affine: bool = True,
                  bias: bool = True, device=None, dtype=None):
         super().__init__()
-        self.normalized_shape = fnn._normalized_shape(normalized_shape)
+        self.normalized_shape = fnn._normalized_shape(normalized_shape, "LayerNorm")
         self.eps = eps
         xp = backend.xp_for(backend.check_device(device))
         dtype = backend.resolve_dtype(dtype) or backend.DEFAULT_DTYPE
@@ -64,8 +66,7 @@ class Dropout(Module):
 
     def __init__(self, p: float = 0.5):
         super().__init__()
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"Dropout probability must be in [0, 1], got {p}")
+        fnn.check_probability(p, "Dropout")
         self.p = p
 
     def forward(self, x) -> Tensor:

@@ -10,10 +10,11 @@ find them all. Also the two containers, ``ModuleList`` and ``Sequential``, and `
 from __future__ import annotations
 
 import math
+import numbers
 from collections import OrderedDict
 
 from .. import backend
-from ..core import Tensor
+from ..core import Tensor, check_float
 
 
 class Parameter(Tensor):
@@ -276,6 +277,18 @@ class Sequential(ModuleList):
         return x
 
 
+def check_size(value, name: str, owner: str, minimum: int = 0) -> int:
+    """A layer size (features, heads, rows) as an int >= minimum, or a TypeError or ValueError
+    naming the argument and its value: ``Linear(8.0, 2)`` or ``Embedding(-1, 4)`` fail here,
+    before any array is made. Bools are refused too: ``Linear(4, True)`` is a slip."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{owner}: {name} must be an int, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        which = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+        raise ValueError(f"{owner}: {name} must be {which}, got {value}")
+    return int(value)
+
+
 def uniform(shape, bound: float, device=None, dtype=None):
     """U(-bound, bound) samples from minattn's generator, as a backend array."""
     device = backend.check_device(device)
@@ -296,12 +309,16 @@ class Linear(Module):
     def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None,
                  dtype=None):
         super().__init__()
+        in_features = check_size(in_features, "in_features", "Linear")
+        out_features = check_size(out_features, "out_features", "Linear")
         self.in_features, self.out_features = in_features, out_features
-        bound = 1 / math.sqrt(in_features)  # PyTorch's default: U(-1/sqrt(in), 1/sqrt(in))
+        # PyTorch's default: U(-1/sqrt(in), 1/sqrt(in)); with no inputs, the bias starts at 0
+        bound = 1 / math.sqrt(in_features) if in_features else 0.0
         self.weight = Parameter(uniform((out_features, in_features), bound, device, dtype))
         self.bias = Parameter(uniform((out_features,), bound, device, dtype)) if bias else None
 
     def forward(self, x: Tensor) -> Tensor:
+        check_float(x, f"Linear({self.in_features}, {self.out_features})")
         if x.shape[-1:] != (self.in_features,):
             raise ValueError(f"Linear({self.in_features}, {self.out_features}) got input of "
                              f"shape {x.shape}: its last axis must be {self.in_features}")

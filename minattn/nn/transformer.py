@@ -12,12 +12,13 @@ tricks at the sizes used here. ``scale`` is handed to the attention: None is 1/s
 from __future__ import annotations
 
 import math
+import numbers
 
 from .. import backend
 from ..core import Tensor
-from .attention import MultiHeadAttention
+from .attention import MultiHeadAttention, check_heads
 from .layers import GELU, Dropout, Embedding, LayerNorm
-from .module import Linear, Module, ModuleList
+from .module import Linear, Module, ModuleList, check_size
 
 
 class MLP(Module):
@@ -51,6 +52,13 @@ class TransformerBlock(Module):
                  scale: float | None = None, is_causal: bool = False, impl: str | None = None,
                  device=None, dtype=None):
         super().__init__()
+        embed_dim, num_heads = check_heads(embed_dim, num_heads, "TransformerBlock")
+        if isinstance(mlp_ratio, bool) or not isinstance(mlp_ratio, numbers.Real):
+            raise TypeError(f"TransformerBlock: mlp_ratio must be a number, got "
+                            f"{type(mlp_ratio).__name__} {mlp_ratio!r}")
+        if not 0 <= mlp_ratio < math.inf:  # the MLP has int(mlp_ratio * embed_dim) hidden units
+            raise ValueError(f"TransformerBlock: mlp_ratio must be a finite number >= 0, got "
+                             f"{mlp_ratio!r}")
         self.embed_dim, self.num_heads, self.is_causal = embed_dim, num_heads, is_causal
         self.ln1 = LayerNorm(embed_dim, device=device, dtype=dtype)
         self.attn = MultiHeadAttention(embed_dim, num_heads, scale=scale, impl=impl,
@@ -110,8 +118,10 @@ class Transformer(Module):
         super().__init__()
         if positions not in ("learned", "sinusoidal"):
             raise ValueError(f"positions must be 'learned' or 'sinusoidal', got {positions!r}")
-        if embed_dim % num_heads:
-            raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
+        embed_dim, num_heads = check_heads(embed_dim, num_heads, "Transformer")
+        vocab_size = check_size(vocab_size, "vocab_size", "Transformer", minimum=1)
+        max_len = check_size(max_len, "max_len", "Transformer", minimum=1)
+        num_layers = check_size(num_layers, "num_layers", "Transformer")
         self.vocab_size, self.max_len, self.positions = vocab_size, max_len, positions
         self.tok_emb = Embedding(vocab_size, embed_dim, device=device, dtype=dtype)
         if positions == "learned":

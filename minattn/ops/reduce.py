@@ -6,22 +6,37 @@ dout over them: every input element that fed one output element gets its share.
 
 from __future__ import annotations
 
+import numbers
+
 from .. import backend, kernels
 from ..core import Function, Tensor
 
 
-def normalize_axis(axis, ndim: int) -> tuple:
+def normalize_dim(axis, ndim: int, op: str = "") -> int:
+    """One axis as an index in [0, ndim): -1 is the last. A 0-d tensor takes 0 or -1, as in
+    PyTorch (and gets 0). Anything else is an error naming the axis and the valid range."""
+    prefix = f"{op}: " if op else ""
+    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
+        raise TypeError(f"{prefix}an axis must be an int, got {type(axis).__name__} {axis!r}")
+    n = ndim or 1
+    if not -n <= axis < n:
+        raise ValueError(f"{prefix}axis {axis} is out of range for a tensor with {ndim} "
+                         f"dimension(s): expected an int in [{-n}, {n - 1}]")
+    return int(axis) % n
+
+
+def normalize_axis(axis, ndim: int, op: str = "") -> tuple:
     """axis=None -> all axes; negative axes -> positive; always a sorted tuple.
 
     A 0-d tensor takes axis 0 or -1, as in PyTorch, and has no axis to reduce: ().
     """
     if axis is None:
         return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, int) else tuple(axis)
-    for a in axes:
-        if not -(ndim or 1) <= a < (ndim or 1):
-            raise ValueError(f"axis {a} is out of range for a tensor with {ndim} dimension(s)")
-    return tuple(sorted(a % ndim for a in axes)) if ndim else ()
+    axes = tuple(axis) if isinstance(axis, (tuple, list)) else (axis,)
+    axes = tuple(normalize_dim(a, ndim, op) for a in axes)
+    if len(set(axes)) != len(axes):
+        raise ValueError(f"{op + ': ' if op else ''}axis {axis} names an axis twice")
+    return tuple(sorted(axes)) if ndim else ()
 
 
 def expand(dout, axes: tuple, keepdims: bool):
@@ -33,7 +48,7 @@ def expand(dout, axes: tuple, keepdims: bool):
 
 class Sum(Function):
     def forward(self, x):
-        self.shape, self.axes = x.shape, normalize_axis(self.axis, x.ndim)
+        self.shape, self.axes = x.shape, normalize_axis(self.axis, x.ndim, "sum")
         return kernels.array_module(x).sum(x, axis=self.axes, keepdims=self.keepdims)
 
     def backward(self, dout):
@@ -44,7 +59,7 @@ class Sum(Function):
 
 class Mean(Function):
     def forward(self, x):
-        self.shape, self.axes = x.shape, normalize_axis(self.axis, x.ndim)
+        self.shape, self.axes = x.shape, normalize_axis(self.axis, x.ndim, "mean")
         self.count = 1
         for a in self.axes:
             self.count *= x.shape[a]
@@ -58,9 +73,11 @@ class Mean(Function):
 
 class Max(Function):
     def forward(self, x):
-        self.axes = normalize_axis(self.axis, x.ndim)
-        if x.size == 0:
-            raise ValueError(f"max of an empty tensor of shape {x.shape} has no value")
+        self.axes = normalize_axis(self.axis, x.ndim, "max")
+        empty = [a for a in self.axes if x.shape[a] == 0]
+        if empty:  # only a reduced axis of length 0 leaves nothing to take the max of
+            raise ValueError(f"max over axis {empty[0]} of an empty tensor of shape {x.shape} "
+                             "has no value")
         out = x.max(axis=self.axes, keepdims=True)
         self.x, self.out_kept = x, out
         return out if self.keepdims else out.reshape(

@@ -7,7 +7,8 @@ transpose by the inverse permutation, scatter it into the indexed positions.
 from __future__ import annotations
 
 from .. import backend
-from ..core import Function, Tensor
+from ..core import Function, Tensor, check_shape
+from .reduce import normalize_dim
 
 
 class Reshape(Function):
@@ -27,12 +28,7 @@ class Reshape(Function):
 class Transpose(Function):
     def forward(self, x):
         self.axes = tuple(reversed(range(x.ndim))) if self.axes is None else self.axes
-        if sorted(a % max(x.ndim, 1) for a in self.axes) != list(range(x.ndim)):
-            hint = " (to swap two axes as torch.transpose does, use swapaxes)" \
-                if len(self.axes) == 2 else ""
-            raise ValueError(f"transpose: axes {self.axes} are not a permutation of the "
-                             f"{x.ndim} axes of shape {x.shape}{hint}")
-        return x.transpose(self.axes)
+        return x.transpose(self.axes)  # axes: a permutation, checked by transpose()
 
     def backward(self, dout):
         # out = x with axes permuted by p  =>  dx = dout permuted by the inverse of p
@@ -44,7 +40,11 @@ class Transpose(Function):
 class GetItem(Function):
     def forward(self, x):
         self.in_shape, self.dtype = x.shape, x.dtype
-        return x[self.index]
+        try:
+            return x[self.index]
+        except IndexError as exc:  # out of range, or not an index: say which tensor, too
+            raise IndexError(f"indexing a tensor of shape {x.shape} with {self.index!r}: "
+                             f"{exc}") from None
 
     def backward(self, dout):
         # out = x[index]  =>  dx = zeros like x, with dout added at index
@@ -90,21 +90,32 @@ def _shape_args(shape) -> tuple:
 
 def reshape(x, *shape) -> Tensor:
     """The same elements in a new shape: ``x.reshape(2, -1)`` or ``x.reshape((2, -1))``."""
-    return Reshape.apply(x, shape=_shape_args(shape))
+    return Reshape.apply(x, shape=check_shape(_shape_args(shape), "reshape", infer=True))
 
 
 def transpose(x, *axes) -> Tensor:
     """Permute the axes (NumPy semantics); no axes reverses them, as ``.T`` does."""
     axes = _shape_args(axes)
-    return Transpose.apply(x, axes=axes or None)
+    if not axes:
+        return Transpose.apply(x, axes=None)
+    perm = tuple(normalize_dim(a, x.ndim, "transpose") for a in axes)
+    if sorted(perm) != list(range(x.ndim)):
+        hint = " (to swap two axes as torch.transpose does, use swapaxes)" \
+            if len(axes) == 2 else ""
+        raise ValueError(f"transpose: axes {axes} are not a permutation of the {x.ndim} axes "
+                         f"of shape {tuple(x.shape)}{hint}")
+    return Transpose.apply(x, axes=perm)
 
 
 def swapaxes(x, axis1: int, axis2: int) -> Tensor:
-    """Exchange two axes, e.g. ``k.swapaxes(-2, -1)`` (what torch.transpose(k, -2, -1) does)."""
-    ndim = x.ndim
-    axes = list(range(ndim))
-    a, b = axis1 % ndim, axis2 % ndim
-    axes[a], axes[b] = axes[b], axes[a]
+    """Exchange two axes, e.g. ``k.swapaxes(-2, -1)`` (what torch.transpose(k, -2, -1) does).
+
+    A 0-d tensor has one axis to name, 0 or -1, as in PyTorch: swapping it with itself is a no-op.
+    """
+    a, b = (normalize_dim(axis, x.ndim, "swapaxes") for axis in (axis1, axis2))
+    axes = list(range(x.ndim))
+    if axes:
+        axes[a], axes[b] = axes[b], axes[a]
     return Transpose.apply(x, axes=tuple(axes))
 
 

@@ -24,8 +24,8 @@ from __future__ import annotations
 import numbers
 
 from .. import backend, kernels
-from ..core import Function, Tensor
-from .reduce import normalize_axis
+from ..core import Function, Tensor, _as_tensors, check_float
+from .reduce import normalize_dim
 
 
 def softmax_rows(x, out=None, empty_rows: str = "nan"):
@@ -66,11 +66,11 @@ def softmax_rows_backward(y, dy, out=None):
     return out
 
 
-def _check_axis(x, axis: int) -> int:
+def _check_axis(x, axis: int, op: str) -> int:
     if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
-        raise TypeError(f"softmax: axis must be one int, got {axis!r}")
-    axes = normalize_axis(axis, x.ndim)
-    return axes[0] if axes else -1  # a 0-d x is reshaped to one row below
+        raise TypeError(f"{op}: axis must be one int, got {axis!r}")
+    axis = normalize_dim(axis, x.ndim, op)
+    return axis if x.ndim else -1  # a 0-d x is reshaped to one row below
 
 
 def _last(x, axis: int):
@@ -89,7 +89,7 @@ class Softmax(Function):
     """y = exp(x - max x) / sum(exp(x - max x)) along ``axis``."""
 
     def forward(self, x):
-        self.axis = _check_axis(x, self.axis)
+        self.axis = _check_axis(x, self.axis, "softmax")
         y = kernels.run(softmax_rows, _last(x, self.axis))  # the rows' softmax (fast twin if any)
         self.out = _back(y, self.axis, x.shape)
         return self.out  # saved for backward: dx needs y, not x
@@ -108,8 +108,8 @@ class LogSoftmax(Function):
 
     def forward(self, x):
         xp = backend.get_array_module(x)
-        axis = self.axis = _check_axis(x, self.axis)
-        if x.ndim == 0:  # one entry: log_softmax = x - x = 0 (NaN for inf or NaN)
+        axis = self.axis = _check_axis(x, self.axis, "log_softmax")
+        if x.ndim == 0 or x.size == 0:  # one entry: x - x = 0 (NaN for inf or NaN); none: empty
             self.out = x - x
             return self.out
         shifted = x - x.max(axis=axis, keepdims=True)  # <= 0, with a 0 in every row
@@ -131,6 +131,9 @@ def softmax(x, axis: int = -1) -> Tensor:
     >>> p.sum(axis=-1).item()
     1.0
     """
+    if not isinstance(x, Tensor):  # a list or array: what dtype it has decides the check below
+        (x,) = _as_tensors([x], "softmax")
+    check_float(x, "softmax")  # as PyTorch: no softmax of integers ("not implemented for 'Long'")
     return Softmax.apply(x, axis=axis)
 
 
@@ -139,6 +142,9 @@ def log_softmax(x, axis: int = -1) -> Tensor:
 
     >>> logp = log_softmax(ma.tensor([1e4, 0.0]))      # [0, -1e4]: finite, unlike log(softmax)
     """
+    if not isinstance(x, Tensor):
+        (x,) = _as_tensors([x], "log_softmax")
+    check_float(x, "log_softmax")
     return LogSoftmax.apply(x, axis=axis)
 
 
