@@ -15,6 +15,7 @@ through ``state_dict()`` / ``load_state_dict()`` so training resumes exactly.
 from __future__ import annotations
 
 import math
+import numbers
 
 from . import backend
 from .core import Tensor, no_grad
@@ -69,10 +70,17 @@ class Optimizer:
         self.param_groups.append(group)
 
     def _check(self, group: dict) -> None:
+        name = type(self).__name__
+        for key, value in group.items():  # every setting but betas is one real number
+            if key in ("params", "betas", "nesterov") or isinstance(value, bool):
+                continue
+            if not isinstance(value, numbers.Real) or not math.isfinite(value):
+                raise TypeError(f"{name}: {key} must be a finite number, got {value!r}")
         if group["lr"] < 0:
-            raise ValueError(f"invalid learning rate {group['lr']}")
+            raise ValueError(f"{name}: invalid learning rate {group['lr']}: expected lr >= 0")
         if group.get("weight_decay", 0) < 0:
-            raise ValueError(f"invalid weight_decay {group['weight_decay']}")
+            raise ValueError(f"{name}: invalid weight_decay {group['weight_decay']}: expected "
+                             ">= 0")
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for group in self.param_groups:
@@ -205,12 +213,12 @@ class Adam(Optimizer):
 
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0):
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps,
+        super().__init__(params, dict(lr=lr, betas=_pair(betas), eps=eps,
                                       weight_decay=weight_decay))
 
     def _check(self, group: dict) -> None:
         super()._check(group)
-        b1, b2 = group["betas"]
+        b1, b2 = group["betas"] = _pair(group["betas"])  # (a group's own betas too)
         if not (0 <= b1 < 1 and 0 <= b2 < 1):
             raise ValueError(f"invalid betas {group['betas']}: each must be in [0, 1)")
         if group["eps"] < 0:
@@ -256,3 +264,15 @@ class AdamW(Adam):
         if group["weight_decay"]:
             p.data *= p.dtype.type(1 - group["lr"] * group["weight_decay"])
         return grad
+
+
+def _pair(betas) -> tuple:
+    """Adam's betas as a tuple of two numbers, or a TypeError naming what was given."""
+    try:
+        b1, b2 = betas
+    except (TypeError, ValueError):
+        raise TypeError(f"betas must be a pair of numbers (beta1, beta2), got {betas!r}") from None
+    for b in (b1, b2):
+        if isinstance(b, bool) or not isinstance(b, numbers.Real):
+            raise TypeError(f"betas must be a pair of numbers (beta1, beta2), got {betas!r}")
+    return (b1, b2)

@@ -336,3 +336,17 @@ def test_gradcheck_checks_fn_and_eps():
         ma.gradcheck(3, (f64(3),))
     with pytest.raises(ValueError, match="gradcheck: eps must be a positive step size, got 0"):
         ma.gradcheck(lambda x: x * 2, (f64(3),), eps=0)  # was a GradcheckError about NaN
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda p: ma.optim.Adam(p, betas=(0.9,)), "betas must be a pair"),
+    (lambda p: ma.optim.Adam(p, betas=0.9), "betas must be a pair"),
+    (lambda p: ma.optim.AdamW([{"params": p, "betas": "ab"}]), "betas must be a pair"),
+    (lambda p: ma.optim.SGD(p, lr="a"), "lr must be a finite number, got 'a'"),
+    (lambda p: ma.optim.SGD(p, lr=float("nan")), "lr must be a finite number"),
+    (lambda p: ma.optim.Adam(p, eps=None), "eps must be a finite number, got None"),
+])
+def test_optimizer_settings_of_the_wrong_kind_are_a_type_error(make, match):
+    params = [ma.tensor([1.0, 2.0], requires_grad=True)]
+    with pytest.raises(TypeError, match=match):
+        make(params)
