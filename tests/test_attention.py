@@ -433,12 +433,12 @@ def test_flash_kernels_match_the_dense_reference(L, S, block_q, block_k, is_caus
         shape = tuple({"L": L, "S": S}.get(n, n) for n in bias_shape)
         bias = np.where(rng.random(shape) < 0.3, -np.inf, rng.standard_normal(shape))
     out_ref, lse_ref, probs = dense_reference(q, k, v, 0.7, bias, is_causal)
-    out, lse = flash.flash_forward(q, k, v, 0.7, bias, is_causal, block_q, block_k)
+    out, (m, log_l) = flash.flash_forward(q, k, v, 0.7, bias, is_causal, block_q, block_k)
     np.testing.assert_allclose(out, out_ref, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(lse, lse_ref, rtol=1e-12, atol=1e-12)  # -inf where dead
+    np.testing.assert_allclose(m + log_l, lse_ref, rtol=1e-12, atol=1e-12)  # -inf where dead
     dout = rng.standard_normal(out.shape)
-    dq, dk, dv = flash.flash_backward(q, k, v, out, lse, dout, 0.7, bias, is_causal, block_q,
-                                      block_k)
+    dq, dk, dv = flash.flash_backward(q, k, v, out, (m, log_l), dout, 0.7, bias, is_causal,
+                                      block_q, block_k)
     dprobs = dout @ v.swapaxes(-1, -2)
     dscores = probs * (dprobs - (dprobs * probs).sum(-1, keepdims=True))
     np.testing.assert_allclose(dv, probs.swapaxes(-1, -2) @ dout, rtol=1e-11, atol=1e-12)
@@ -448,12 +448,12 @@ def test_flash_kernels_match_the_dense_reference(L, S, block_q, block_k, is_caus
 
 def test_flash_float16_keeps_dtype_and_sums_in_float32(rng):
     q, k, v = (rng.standard_normal((1, 20, 8)).astype(np.float16) for _ in range(3))
-    out, lse = flash.flash_forward(q, k, v, 8**-0.5, None, True, 8, 8)
-    assert out.dtype == np.float16 and lse.dtype == np.float32
+    out, (m, log_l) = flash.flash_forward(q, k, v, 8**-0.5, None, True, 8, 8)
+    assert out.dtype == np.float16 and m.dtype == log_l.dtype == np.float32
     out_ref, lse_ref, _ = dense_reference(*(x.astype(np.float64) for x in (q, k, v)), 8**-0.5,
                                           None, True)
     np.testing.assert_allclose(out, out_ref, atol=2e-3)
-    np.testing.assert_allclose(lse, lse_ref, atol=1e-5)
+    np.testing.assert_allclose(m + log_l, lse_ref, atol=1e-5)
 
 
 # -- memory: flash is linear in the sequence length ----------------------------------------------

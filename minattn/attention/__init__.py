@@ -2,8 +2,8 @@
 
 - ``composed``: primitive tensor ops; autograd derives the backward (composed.py);
 - ``fused``: one op, backward by hand over the saved probabilities (fused.py);
-- ``flash``: tiles and the online softmax; saves only the output and the row
-  log-sum-exp, so memory grows linearly with the sequence length (flash.py).
+- ``flash``: tiles and the online softmax; saves only the output and the row statistics
+  (max and log-sum), so memory grows linearly with the sequence length (flash.py).
 
 ``minattn.functional.scaled_dot_product_attention`` is the public entry point; it calls
 ``attention`` below, which checks the inputs, turns the masks into one additive bias,
@@ -35,7 +35,9 @@ def attention(query, key, value, attn_mask=None, dropout_p: float = 0.0, is_caus
     check_options(attn_mask, is_causal, dropout_p, impl, scale, op)
     q, k, v, batch = check_inputs(query, key, value, op)
     L, S, E = q.shape[-2], k.shape[-2], q.shape[-1]
-    scale = 1 / math.sqrt(E) if scale is None else float(scale)
+    if scale is None:  # 1/sqrt(E); with E = 0 every score is an empty sum, 0, whatever the scale
+        scale = 1 / math.sqrt(E) if E else 1.0
+    scale = float(scale)
     bias = make_bias(attn_mask, batch, L, S, q.dtype, q.device, op)  # (..., L, S) or None
     needs_grad = is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
     impl = impl or kernels.fastest_attention(q.data, S, dropout_p, needs_grad)

@@ -8,22 +8,31 @@ Forward (online softmax, Milakov & Gimelshein 2018): for each query block, walk 
 blocks keeping per row a running max m, a running sum l = sum exp(s - m) and an accumulator
 acc = sum exp(s - m) v. When a new block raises the max from m_old to m_new, everything
 summed so far was scaled by exp(-m_old) and must be scaled by exp(-m_new) instead: multiply
-l and acc by exp(m_old - m_new). At the end, out = acc / l and lse = m + log(l).
+l and acc by exp(m_old - m_new). At the end, out = acc / l.
 
-What is saved for backward, and why: only out (L, Ev) and the row log-sum-exp lse (L,),
-besides the inputs. Backward recomputes each tile P = exp(S - lse), which is exactly the
-softmax (lse is the log of the row's normaliser), and replaces rowsum(dP * P), which would
-need a whole row of P, by D = rowsum(dO * O) (Dao et al. 2022; FlashAttention-2, Dao 2023):
+What is saved for backward, and why: only out (L, Ev) and the row statistics m and log(l)
+(L,) each, besides the inputs. Backward recomputes each tile P = exp((S - m) - log l), which
+is exactly the softmax (m + log l is the log of the row's normaliser), and replaces
+rowsum(dP * P), which would need a whole row of P, by D = rowsum(dO * O) (Dao et al. 2022;
+FlashAttention-2, Dao 2023):
 
     rowsum(dP * P)_i = sum_j (dO_i . V_j) P_ij = dO_i . (sum_j P_ij V_j) = dO_i . O_i
 
-Fully masked rows have l = 0: their out is 0 and lse is -inf; the backward then treats
-their P as 0, so every gradient they feed is 0, never NaN.
+Why two numbers per row and not their sum, the log-sum-exp: m is as large as the scores, and
+a float32 sum m + log l at |m| ~ 1e9 (a masked_fill(-1e9) row) has a step of 64, so log l,
+at most log S, would be rounded away and every p of the row be off by a factor of up to S.
+Kept apart, s - m is exact at the max (the same s, recomputed) and log l keeps its digits.
+
+Fully masked rows have m = -inf and l = 0: their out is 0 and log l is -inf; the backward
+takes their p as 0, so every gradient they feed is 0, never NaN. A NaN is never hidden: a
+row with a NaN or +inf score (masked or not, as in PyTorch, where NaN - inf is NaN) gives
+NaN, and its m says so (NaN or +inf).
 
 The two functions below are readable NumPy/CuPy references (``xp``). Compiled twins for the
 CPU (numba) and the GPU (CUDA) live in minattn/kernels/, take exactly the same arguments and
 are tested against them; the FlashAttention op calls ``kernels.run(flash_forward, ...)``,
-which runs the twin for the arrays' device when there is one.
+which runs the twin for the arrays' device when there is one (and the scores are finite:
+``kernels.choice.finite_scores``).
 """
 
 from __future__ import annotations
@@ -33,7 +42,7 @@ import math
 from .. import backend, kernels
 from ..core import Function
 from ..ops.arithmetic import unbroadcast
-from .masks import finite_or_zero
+from .masks import unless_masked
 
 BLOCK_Q = 64  # rows of queries per tile; read at call time, so tests may shrink them
 BLOCK_K = 128  # keys per tile (the CPU kernels' fastest tiling, docs/performance.md)
@@ -43,62 +52,73 @@ BLOCK_K = 128  # keys per tile (the CPU kernels' fastest tiling, docs/performanc
 
 
 def flash_forward(q, k, v, scale, bias=None, is_causal=False, block_q=64, block_k=64):
-    """(out, lse) of softmax(scale * q k^T + bias) v, one (block_q, block_k) tile at a time.
+    """(out, (m, log_l)) of softmax(scale * q k^T + bias) v, one (block_q, block_k) tile at a
+    time.
 
     q (N, L, E), k (N, S, E), v (N, S, Ev); ``bias`` None or a float array broadcastable
     to (N, L, S) (0 kept, -inf masked, plus any additive mask); ``is_causal`` masks key j
-    for query i when j > i. Returns out (N, L, Ev) in q's dtype and lse (N, L), -inf (and
-    out 0) for rows where every key is masked. Loop nest::
+    for query i when j > i. Returns out (N, L, Ev) in q's dtype and the row statistics, both
+    (N, L) in the working dtype: m, the row max of the scores exactly as computed, and
+    log_l = log sum_j exp(s_ij - m_i). A row where every key is masked has m = log_l = -inf
+    and out 0; one with a NaN or +inf score has m NaN or +inf and out NaN. Loop nest::
 
         for each query block i:                      m = -inf, l = 0, acc = 0
             for each key block j (j <= i if causal):
                 s = scale * q_i k_j^T + bias_ij       (N, bq, bk)
                 m_new = max(m, rowmax(s)); p = exp(s - m_new)
                 l = exp(m - m_new) l + rowsum(p); acc = exp(m - m_new) acc + p v_j
-            out_i = acc / l; lse_i = m + log(l)
+            out_i = acc / l; log_l_i = log(l)
     """
     xp = backend.get_array_module(q)
     N, L, _ = q.shape
     S, Ev = k.shape[1], v.shape[2]
     work = backend.work_dtype(q.dtype)  # float16 tiles are summed in float32
     bias = _as_3d(bias)
+    # a NaN or +inf score above the diagonal makes its row NaN (PyTorch computes it): the
+    # tiles there are skipped only when no score can be one
+    skip = is_causal and kernels.choice.finite_scores(q, k, v, scale, bias)
     out = xp.empty((N, L, Ev), dtype=q.dtype)
-    lse = xp.empty((N, L), dtype=work)
-    for i0 in range(0, L, block_q):
-        i1 = min(i0 + block_q, L)
-        q_i = q[:, i0:i1].astype(work, copy=False)  # (N, bq, E)
-        m = xp.full((N, i1 - i0), -xp.inf, dtype=work)  # running row max
-        l = xp.zeros((N, i1 - i0), dtype=work)  # running sum of exp(s - m)
-        acc = xp.zeros((N, i1 - i0, Ev), dtype=work)  # running sum of exp(s - m) v
-        for j0 in range(0, _keys_end(S, i1, is_causal), block_k):
-            j1 = min(j0 + block_k, S)
-            s = _tile_scores(q_i, k[:, j0:j1].astype(work, copy=False), scale, bias,
-                             is_causal, i0, i1, j0, j1)  # (N, bq, bk)
-            m_new = xp.maximum(m, s.max(axis=-1))  # (N, bq)
-            m_safe = finite_or_zero(m_new)  # a row masked so far has m_new = -inf
-            p = xp.exp(s - m_safe[..., None])  # (N, bq, bk)
-            alpha = xp.exp(m - m_safe)  # (N, bq): moves old sums from exp(-m) to exp(-m_new)
-            l = alpha * l + p.sum(axis=-1)  # (N, bq)
-            acc = alpha[..., None] * acc + p @ v[:, j0:j1].astype(work, copy=False)
-            m = m_new
-        seen = l > 0  # False for a row whose every key is masked
-        l_safe = xp.where(seen, l, xp.ones((), work))
-        out[:, i0:i1] = acc / l_safe[..., None]  # (N, bq, Ev), 0 where not seen
-        lse[:, i0:i1] = xp.where(seen, m + xp.log(l_safe), xp.asarray(-xp.inf, work))
-    return out, lse
+    row_max = xp.empty((N, L), dtype=work)
+    log_l = xp.empty((N, L), dtype=work)
+    with backend.np.errstate(invalid="ignore"):  # inf - inf = NaN for a +inf score is meant
+        for i0 in range(0, L, block_q):
+            i1 = min(i0 + block_q, L)
+            q_i = q[:, i0:i1].astype(work, copy=False)  # (N, bq, E)
+            m = xp.full((N, i1 - i0), -xp.inf, dtype=work)  # running row max
+            l = xp.zeros((N, i1 - i0), dtype=work)  # running sum of exp(s - m)
+            acc = xp.zeros((N, i1 - i0, Ev), dtype=work)  # running sum of exp(s - m) v
+            for j0 in range(0, _keys_end(S, i1, skip), block_k):
+                j1 = min(j0 + block_k, S)
+                s = _tile_scores(q_i, k[:, j0:j1].astype(work, copy=False), scale, bias,
+                                 is_causal, i0, i1, j0, j1)  # (N, bq, bk)
+                m_new = xp.maximum(m, s.max(axis=-1))  # (N, bq); NaN stays NaN
+                m_safe = unless_masked(m_new)  # a row masked so far has m_new = -inf: 0
+                p = xp.exp(s - m_safe[..., None])  # (N, bq, bk)
+                alpha = xp.exp(m - m_safe)  # (N, bq): moves old sums from exp(-m) to exp(-m_new)
+                l = alpha * l + p.sum(axis=-1)  # (N, bq)
+                acc = alpha[..., None] * acc + p @ v[:, j0:j1].astype(work, copy=False)
+                m = m_new
+            masked = m == -xp.inf  # (N, bq): every key of the row is masked
+            l_safe = xp.where(masked, xp.ones((), work), l)
+            out[:, i0:i1] = acc / l_safe[..., None]  # (N, bq, Ev): 0 / 1 where masked
+            row_max[:, i0:i1] = m
+            log_l[:, i0:i1] = xp.where(masked, xp.asarray(-xp.inf, work), xp.log(l_safe))
+    return out, (row_max, log_l)
 
 
-def flash_backward(q, k, v, out, lse, dout, scale, bias=None, is_causal=False, block_q=64,
+def flash_backward(q, k, v, out, stats, dout, scale, bias=None, is_causal=False, block_q=64,
                    block_k=64):
-    """(dq, dk, dv) of flash_forward, recomputing each tile's probabilities from lse.
+    """(dq, dk, dv) of flash_forward, recomputing each tile's probabilities from the row
+    statistics.
 
-    Same arguments as flash_forward plus its out (N, L, Ev) and lse (N, L), and the
-    upstream dout (N, L, Ev). Loop nest (outer over keys, so dk_j and dv_j stay local)::
+    Same arguments as flash_forward plus its out (N, L, Ev) and stats (m, log_l), (N, L)
+    each, and the upstream dout (N, L, Ev). Loop nest (outer over keys, so dk_j and dv_j
+    stay local)::
 
         D = rowsum(dout * out)                                        (N, L)
         for each key block j:
             for each query block i (i >= j if causal):
-                p = exp(scale * q_i k_j^T + bias_ij - lse_i)          (N, bq, bk)
+                p = exp((scale * q_i k_j^T + bias_ij - m_i) - log_l_i)   (N, bq, bk)
                 dv_j += p^T dout_i;  dp = dout_i v_j^T
                 ds = p * (dp - D_i)
                 dq_i += scale * ds k_j;  dk_j += scale * ds^T q_i
@@ -112,26 +132,33 @@ def flash_backward(q, k, v, out, lse, dout, scale, bias=None, is_causal=False, b
     work = backend.work_dtype(q.dtype)
     bias = _as_3d(bias)
     D = (dout.astype(work) * out.astype(work)).sum(axis=-1)  # (N, L) = rowsum(dP * P)
-    # a fully masked row has lse = -inf; with +inf instead, its p = exp(s - inf) = 0
-    lse = xp.where(xp.isfinite(lse), lse, xp.asarray(xp.inf, lse.dtype)).astype(work)
+    m, log_l = stats
+    masked = m == -xp.inf  # (N, L): rows that every key is masked out of
+    # their s is -inf everywhere: with m = log_l = 0 there, p = exp(-inf) = 0, and no
+    # -inf - (-inf) is ever formed
+    m = xp.where(masked, xp.zeros((), work), m).astype(work, copy=False)
+    log_l = xp.where(masked, xp.zeros((), work), log_l).astype(work, copy=False)
+    skip = is_causal and kernels.choice.finite_scores(q, k, v, scale, bias, dout)
     dq = xp.zeros((N, L, E), dtype=work)
     dk = xp.zeros((N, S, E), dtype=work)
     dv = xp.zeros((N, S, Ev), dtype=work)
-    for j0 in range(0, S, block_k):
-        j1 = min(j0 + block_k, S)
-        k_j = k[:, j0:j1].astype(work, copy=False)  # (N, bk, E)
-        v_j = v[:, j0:j1].astype(work, copy=False)  # (N, bk, Ev)
-        for i0 in range(_queries_start(j0, block_q, is_causal), L, block_q):
-            i1 = min(i0 + block_q, L)
-            q_i = q[:, i0:i1].astype(work, copy=False)  # (N, bq, E)
-            dout_i = dout[:, i0:i1].astype(work, copy=False)  # (N, bq, Ev)
-            s = _tile_scores(q_i, k_j, scale, bias, is_causal, i0, i1, j0, j1)  # (N, bq, bk)
-            p = xp.exp(s - lse[:, i0:i1, None])  # (N, bq, bk): the softmax, recomputed
-            dv[:, j0:j1] += p.swapaxes(-1, -2) @ dout_i  # (N, bk, Ev)
-            dp = dout_i @ v_j.swapaxes(-1, -2)  # (N, bq, bk)
-            ds = p * (dp - D[:, i0:i1, None])  # (N, bq, bk)
-            dq[:, i0:i1] += (ds @ k_j) * scale  # (N, bq, E)
-            dk[:, j0:j1] += (ds.swapaxes(-1, -2) @ q_i) * scale  # (N, bk, E)
+    with backend.np.errstate(invalid="ignore"):  # inf - inf = NaN for a +inf score is meant
+        for j0 in range(0, S, block_k):
+            j1 = min(j0 + block_k, S)
+            k_j = k[:, j0:j1].astype(work, copy=False)  # (N, bk, E)
+            v_j = v[:, j0:j1].astype(work, copy=False)  # (N, bk, Ev)
+            for i0 in range(_queries_start(j0, block_q, skip), L, block_q):
+                i1 = min(i0 + block_q, L)
+                q_i = q[:, i0:i1].astype(work, copy=False)  # (N, bq, E)
+                dout_i = dout[:, i0:i1].astype(work, copy=False)  # (N, bq, Ev)
+                s = _tile_scores(q_i, k_j, scale, bias, is_causal, i0, i1, j0, j1)
+                # the softmax, recomputed: s - m first, exact at the row's max
+                p = xp.exp((s - m[:, i0:i1, None]) - log_l[:, i0:i1, None])  # (N, bq, bk)
+                dv[:, j0:j1] += p.swapaxes(-1, -2) @ dout_i  # (N, bk, Ev)
+                dp = dout_i @ v_j.swapaxes(-1, -2)  # (N, bq, bk)
+                ds = p * (dp - D[:, i0:i1, None])  # (N, bq, bk)
+                dq[:, i0:i1] += (ds @ k_j) * scale  # (N, bq, E)
+                dk[:, j0:j1] += (ds.swapaxes(-1, -2) @ q_i) * scale  # (N, bk, E)
     return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype)
 
 
@@ -144,7 +171,8 @@ def _as_3d(bias):
 
 
 def _tile_scores(q_i, k_j, scale, bias, is_causal, i0, i1, j0, j1):
-    """s = scale * q_i k_j^T + bias[:, i0:i1, j0:j1], -inf above the diagonal if causal."""
+    """s = scale * q_i k_j^T + bias[:, i0:i1, j0:j1], plus -inf above the diagonal if causal
+    (added, as PyTorch does: a NaN or +inf score stays NaN where it is masked)."""
     xp = backend.get_array_module(q_i)
     s = (q_i @ k_j.swapaxes(-1, -2)) * scale  # (N, bq, bk)
     if bias is not None:
@@ -153,25 +181,27 @@ def _tile_scores(q_i, k_j, scale, bias, is_causal, i0, i1, j0, j1):
         s = s + bias[:, rows, cols]
     if is_causal and j1 - 1 > i0:  # some key of the tile comes after some query
         after = xp.arange(j0, j1)[None, :] > xp.arange(i0, i1)[:, None]  # (bq, bk)
-        s = xp.where(after, xp.asarray(-xp.inf, s.dtype), s)
+        s = s + xp.where(after, xp.asarray(-xp.inf, s.dtype), xp.zeros((), s.dtype))
     return s
 
 
-def _keys_end(S: int, i1: int, is_causal: bool) -> int:
-    """Causal: the queries below i1 see no key at or after i1, so stop there."""
-    return min(S, i1) if is_causal else S
+def _keys_end(S: int, i1: int, skip: bool) -> int:
+    """Causal (``skip``): the queries below i1 see no key at or after i1, so stop there."""
+    return min(S, i1) if skip else S
 
 
-def _queries_start(j0: int, block_q: int, is_causal: bool) -> int:
-    """Causal: no query before j0 sees key j0 or later; start at the block holding j0."""
-    return (j0 // block_q) * block_q if is_causal else 0
+def _queries_start(j0: int, block_q: int, skip: bool) -> int:
+    """Causal (``skip``): no query before j0 sees key j0 or later; start at the block
+    holding j0."""
+    return (j0 // block_q) * block_q if skip else 0
 
 
 # -- the op ---------------------------------------------------------------------------------
 
 
 class FlashAttention(Function):
-    """O = softmax(scale * Q K^T + bias) V in tiles; saves only O and the row log-sum-exp.
+    """O = softmax(scale * Q K^T + bias) V in tiles; saves only O and the row statistics
+    (max and log of the sum).
 
     ``apply(q, k, v, scale=..., bias=None, is_causal=False)`` with q (..., L, E),
     k (..., S, E), v (..., S, Ev) and a bias broadcastable to (..., L, S). The batch axes
@@ -186,19 +216,19 @@ class FlashAttention(Function):
         L, Ev = q.shape[-2], v.shape[-1]
         q3, k3, v3 = (_flatten_batch(x, self.batch) for x in (q, k, v))  # (N, ., .)
         bias3 = _flatten_bias(self.bias, self.batch)  # (N or 1, L or 1, S or 1)
-        out3, lse = kernels.run(flash_forward, q3, k3, v3, self.scale, bias3, self.is_causal,
-                                BLOCK_Q, BLOCK_K)  # (N, L, Ev), (N, L)
-        self.saved = q3, k3, v3, bias3, out3, lse  # no (L, S) array among them
+        out3, (m, log_l) = kernels.run(flash_forward, q3, k3, v3, self.scale, bias3,
+                                       self.is_causal, BLOCK_Q, BLOCK_K)  # (N, L, Ev), (N, L) x 2
+        self.saved = q3, k3, v3, bias3, out3, m, log_l  # no (L, S) array among them
         return out3.reshape(*self.batch, L, Ev)
 
     def backward(self, dout):
-        # dQ, dK, dV by flash_backward: P = exp(S - lse) recomputed tile by tile,
+        # dQ, dK, dV by flash_backward: P = exp((S - m) - log l) recomputed tile by tile,
         # dS = P * (dP - D) with D = rowsum(dO * O); then each gradient is summed
         # over the batch axes its input was broadcast along.
-        q3, k3, v3, bias3, out3, lse = self.saved
+        q3, k3, v3, bias3, out3, m, log_l = self.saved
         dout3 = dout.reshape(out3.shape)  # (N, L, Ev)
-        dq, dk, dv = kernels.run(flash_backward, q3, k3, v3, out3, lse, dout3, self.scale, bias3,
-                                 self.is_causal, BLOCK_Q, BLOCK_K)
+        dq, dk, dv = kernels.run(flash_backward, q3, k3, v3, out3, (m, log_l), dout3,
+                                 self.scale, bias3, self.is_causal, BLOCK_Q, BLOCK_K)
         grads = []
         for d, shape in zip((dq, dk, dv), self.shapes):
             grads.append(unbroadcast(d.reshape(*self.batch, *d.shape[1:]), shape))

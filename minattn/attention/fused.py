@@ -14,7 +14,12 @@ Backward, from the upstream dO:
     dS = P * (dP - rowsum(dP * P))     dQ = scale * dS K    dK = scale * dS^T Q
 
 Masked positions have P = 0, hence dS = 0; a fully masked row has P = 0 everywhere, so its
-output and every gradient it feeds are 0, never NaN.
+output and every gradient it feeds are 0, never NaN. A NaN or +inf score makes its row NaN,
+as in PyTorch (softmax_rows gives NaN for it).
+
+float16 inputs are computed in float32 (backend.work_dtype) and the output rounded back to
+float16, as PyTorch's math path does: a float16 score overflows at 65504, and float16 row
+sums lose digits. The gradients are computed in float32 too and handed back in float16.
 
 The two row-wise steps are the Softmax op's own formulas, ``softmax_rows`` and
 ``softmax_rows_backward`` of ops/softmax.py, run in place through ``kernels.run``: on the CPU
@@ -44,10 +49,15 @@ class FusedAttention(Function):
         # Each (..., L, S) step works in place on one array: at long sequences a fresh array
         # costs as much as the arithmetic (the allocator hands back new, unfaulted pages).
         xp = backend.get_array_module(q)
-        bias = causal_bias(q.shape[-2], k.shape[-2], q.dtype, xp) if self.is_causal \
+        dtype, work = q.dtype, backend.work_dtype(q.dtype)  # float16 is computed in float32
+        q, k, v = (x.astype(work, copy=False) for x in (q, k, v))
+        if self.keep is not None:
+            self.keep = self.keep.astype(work, copy=False)
+        bias = causal_bias(q.shape[-2], k.shape[-2], work, xp) if self.is_causal \
             else self.bias
-        # scale q (L, E), not the scores (L, S): cheaper, and in float16 a raw q.k above
-        # 65504 would overflow to inf before the scale could bring it back
+        if bias is not None:
+            bias = bias.astype(work, copy=False)
+        # scale q (L, E), not the scores (L, S): a pass over the smaller array
         probs = (q * self.scale) @ k.swapaxes(-1, -2)  # (..., L, S): scores, then probs
         if bias is not None:
             probs = _into(xp.add, probs, bias)  # -inf where masked; may add batch axes that v has
@@ -55,14 +65,16 @@ class FusedAttention(Function):
         probs = kernels.run(softmax_rows, probs, out=probs, empty_rows="zero")  # (..., L, S)
         dropped = probs if self.keep is None else probs * self.keep  # (..., L, S)
         self.q, self.k, self.v, self.probs = q, k, v, probs  # not the scores: never needed
-        return dropped @ v  # (..., L, Ev)
+        return (dropped @ v).astype(dtype, copy=False)  # (..., L, Ev)
 
     def backward(self, dout):
         # O = A V, A = P * keep  =>  dV = A^T dO, dA = dO V^T, dP = dA * keep
         # P = softmax(S)         =>  dS = P * (dP - rowsum(dP * P))   (softmax backward)
         # S = scale * Q K^T      =>  dQ = scale * dS K, dK = scale * dS^T Q
-        # then sum each gradient over the batch axes its input was broadcast along.
+        # then sum each gradient over the batch axes its input was broadcast along
+        # (in the working dtype; the engine casts them to the inputs' dtype).
         q, k, v, probs, keep = self.q, self.k, self.v, self.probs, self.keep
+        dout = dout.astype(q.dtype, copy=False)  # float16 -> float32
         dropped = probs if keep is None else probs * keep  # (..., L, S)
         dv = at_b(dropped, dout)  # (..., S, Ev) = A^T dO, as (dO^T A)^T (see at_b)
         xp = backend.get_array_module(dout)

@@ -107,17 +107,18 @@ def safe_row_max(scores):
     """Row max of the scores, with -inf (a fully masked row) replaced by 0.
 
     exp(scores - max) then never meets -inf - (-inf) = NaN: a fully masked row gives
-    exp(-inf) = 0 everywhere, and its probabilities are 0 / 1 = 0 once its row sum 0 is
-    replaced by 1.
+    exp(-inf - 0) = 0 everywhere, and its probabilities are 0 / 1 = 0 once its row sum 0 is
+    replaced by 1. A NaN or +inf max stays: that row is NaN, as in PyTorch.
     """
     xp = backend.get_array_module(scores)
     if scores.shape[-1] == 0:  # no keys at all: nothing to shift
         return xp.zeros((*scores.shape[:-1], 1), scores.dtype)
     m = kernels.array_module(scores).max(scores, axis=-1, keepdims=True)  # (..., L, 1)
-    return finite_or_zero(m)
+    return unless_masked(m)
 
 
-def finite_or_zero(m):
-    """m with -inf (a row that every key is masked out of, so far) replaced by 0."""
+def unless_masked(m):
+    """m with -inf (a row that every key is masked out of, so far) replaced by 0; a NaN or
+    +inf (a row with a NaN or +inf score, which gives NaN) is kept, never hidden."""
     xp = backend.get_array_module(m)
-    return xp.where(xp.isfinite(m), m, xp.zeros((), m.dtype))
+    return xp.where(m == -xp.inf, xp.zeros((), m.dtype), m)

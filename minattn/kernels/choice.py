@@ -42,16 +42,53 @@ def flash_pair(mode: str, q):
     return None
 
 
-def flash_forward_twin(mode: str, q, *args, **kwargs):
-    """The compiled flash_forward for q's device, or None."""
-    pair = flash_pair(mode, q)
-    return pair[0] if pair else None
+def finite_scores(q, k, v, scale, bias=None, dout=None) -> bool:
+    """Whether every score scale q.k + bias is finite or -inf, and v (and dout) is finite.
+
+    Only then may the compiled kernels run (their fast-math loops assume no NaN, see
+    numba_math.py), and only then may causal attention skip the tiles above the diagonal:
+    PyTorch computes every score, and one that is NaN or +inf, masked or not (NaN - inf and
+    inf - inf are NaN), makes its whole row NaN; a NaN in v (or dout) reaches every row
+    through the zeros that multiply it (0 * NaN = NaN). One pass over each input decides it,
+    by the bound |scale q.k| <= |scale| E max|q| max|k| (and max|scale k|, which the numba
+    kernels form): a NaN or inf input makes the bound NaN or inf, and the answer False.
+    """
+    work = backend.work_dtype(q.dtype)
+    big = float(backend.np.finfo(work).max) / 2
+    aq, ak = _max_abs(q), _max_abs(k)
+    bound = max(q.shape[-1] * aq * ak, ak) * max(abs(scale), 1.0)  # in Python floats: no overflow
+    if bias is not None and bias.size:
+        bound += max(float(bias.max()), 0.0)  # NaN or +inf in the bias: the bound is too
+    return bound < big and _max_abs(v) < big and (dout is None or _max_abs(dout) < big)
 
 
-def flash_backward_twin(mode: str, q, *args, **kwargs):
-    """The compiled flash_backward for q's device, or None."""
+def _max_abs(x) -> float:
+    """max |x| as a Python float: NaN if x holds a NaN, inf if an inf; 0 for an empty x."""
+    if not x.size:
+        return 0.0
+    if x.dtype.itemsize == 2:
+        # float16, whose max NumPy computes 50 times slower than float32's: |x| read off the
+        # bits, the sign bit cleared; as integers they order as the magnitudes do, and a NaN
+        # comes out above inf, above every finite value
+        bits = x.view(backend.np.uint16) & backend.np.uint16(0x7FFF)
+        return float(bits.max().view(x.dtype))
+    return max(float(x.max()), -float(x.min()))
+
+
+def flash_forward_twin(mode: str, q, k, v, scale, bias=None, *args, **kwargs):
+    """The compiled flash_forward for q's device, or None: also for empty inputs (nothing
+    to tile) and when finite_scores says no (the reference then gives PyTorch's NaN)."""
     pair = flash_pair(mode, q)
-    return pair[1] if pair else None
+    fits = pair and q.size and k.size and v.size and finite_scores(q, k, v, scale, bias)
+    return pair[0] if fits else None
+
+
+def flash_backward_twin(mode: str, q, k, v, out, stats, dout, scale, bias=None, *args,
+                        **kwargs):
+    """The compiled flash_backward for q's device, or None (as flash_forward_twin)."""
+    pair = flash_pair(mode, q)
+    fits = pair and q.size and k.size and v.size and finite_scores(q, k, v, scale, bias, dout)
+    return pair[1] if fits else None
 
 
 def fastest_attention(mode: str, q, S: int, dropout_p: float = 0.0,

@@ -3,9 +3,12 @@
 The same interface as the NumPy references in attention/flash.py, on CuPy arrays::
 
     flash_forward(q, k, v, scale, bias=None, is_causal=False, block_q=64, block_k=64)
-        -> out (N, L, Ev), lse (N, L)
-    flash_backward(q, k, v, out, lse, dout, scale, bias=None, is_causal=False,
+        -> out (N, L, Ev), (m, log_l) (N, L) each
+    flash_backward(q, k, v, out, (m, log_l), dout, scale, bias=None, is_causal=False,
                    block_q=64, block_k=64) -> dq, dk, dv
+
+for scores that are finite or -inf and finite v (kernels.choice.finite_scores; otherwise the
+reference runs, on the GPU too, and gives PyTorch's NaN).
 
 The kernels are meant to be read and to be right, not to race cuBLAS: one thread per query
 row (or per key row), the row's vectors in registers, the other side's tiles in shared
@@ -16,7 +19,9 @@ generated per shape and cached), so the per-row vectors are plain register array
 Backward, FlashAttention-2 style, without atomics (so results are deterministic):
 ``flash_bwd_dq`` runs one thread per query row and sums dq over the keys;
 ``flash_bwd_dkdv`` runs one thread per key row and sums dk, dv over the queries. Each
-recomputes p = exp(s - lse) from the saved row log-sum-exp.
+recomputes p = exp((s - m) - log l) from the saved row max m and log of the row sum l, with
+the very arithmetic of the forward (``score``), so that s - m is exactly 0 at the max, also
+where |s| ~ 1e9 and a float32 step is 64.
 
 ``block_q`` and ``block_k`` are accepted for the common signature; the CUDA tiles are
 fixed by the thread-block shape and the shared-memory budget (see ``_config``).
@@ -37,7 +42,8 @@ _FLASH_SOURCE = r"""
 //   for each key tile:  s_j = scale q_i . k_j + bias_ij (masked: -inf)
 //     per CHUNK of keys: m_new = max(m, max_j s_j); alpha = exp(m - m_new)
 //                        l = alpha l + sum_j exp(s_j - m_new); acc = alpha acc + sum_j p_j v_j
-//   out_i = acc / l, lse_i = m + log(l); a row with every key masked: out 0, lse -inf.
+//   out_i = acc / l, m_i = m, log_l_i = log(l); a row with every key masked: out 0,
+//   m and log_l -inf.
 // This thread's row of head n, in block blk of THREADS rows: the blocks of every head lie
 // side by side along grid x (grid y would stop at 65535 heads).
 __device__ inline int locate(int rows, long long* n, int* blk) {
@@ -58,6 +64,16 @@ __device__ inline void load_tile(const T* __restrict__ src, long long n, int row
         tile[t] = t < valid ? src[base + t] : (T)0;
 }
 
+// s = scale (a . b) + bias[at]: the one formula for a score in all three kernels, so that the
+// backward recomputes the forward's very s (p = exp((s - m) - log l) needs s - m exact).
+__device__ inline T score(const T* a, const T* b, T scale, const T* __restrict__ bias,
+                          long long at, int has_bias) {
+    T x = 0;
+    for (int e = 0; e < DIM_E; ++e) x += a[e] * b[e];
+    x *= scale;
+    return has_bias ? x + bias[at] : x;
+}
+
 // The key and value tiles from key j0 of head n, once every thread is done with the last
 // ones (the first barrier) and before any thread reads them (the second).
 __device__ inline void load_kv_tiles(const T* __restrict__ k, const T* __restrict__ v,
@@ -72,7 +88,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) flash_fwd(
         const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
         const T* __restrict__ bias, long long bias_n, long long bias_l, long long bias_s,
         int has_bias, int is_causal, int L, int S, T scale,
-        T* __restrict__ out, T* __restrict__ lse) {
+        T* __restrict__ out, T* __restrict__ row_max, T* __restrict__ log_l) {
     __shared__ T k_tile[TILE][DIM_E];
     __shared__ T v_tile[TILE][DIM_EV];
     long long n;
@@ -80,7 +96,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) flash_fwd(
     const int i = locate(L, &n, &blk);
     const bool row = i < L;
     T q_i[DIM_E], acc[DIM_EV];
-    for (int e = 0; e < DIM_E; ++e) q_i[e] = row ? q[(n * L + i) * DIM_E + e] * scale : (T)0;
+    for (int e = 0; e < DIM_E; ++e) q_i[e] = row ? q[(n * L + i) * DIM_E + e] : (T)0;
     for (int e = 0; e < DIM_EV; ++e) acc[e] = 0;
     T m = NEG_INF, l = 0;
     // causal: no query of this block sees a key at or past the block's last row + 1
@@ -94,11 +110,9 @@ extern "C" __global__ void __launch_bounds__(THREADS) flash_fwd(
             for (int c = 0; c < CHUNK; ++c) {
                 const int j = j0 + c0 + c;
                 T x = NEG_INF;
-                if (j < S && !(is_causal && j > i)) {
-                    x = 0;
-                    for (int e = 0; e < DIM_E; ++e) x += q_i[e] * k_tile[c0 + c][e];
-                    if (has_bias) x += bias[n * bias_n + i * bias_l + j * bias_s];
-                }
+                if (j < S && !(is_causal && j > i))
+                    x = score(q_i, k_tile[c0 + c], scale, bias,
+                              n * bias_n + i * bias_l + j * bias_s, has_bias);
                 s[c] = x;
                 chunk_max = MAX(chunk_max, x);
             }
@@ -117,15 +131,17 @@ extern "C" __global__ void __launch_bounds__(THREADS) flash_fwd(
     }
     if (!row) return;
     for (int e = 0; e < DIM_EV; ++e) out[(n * L + i) * DIM_EV + e] = l > 0 ? acc[e] / l : (T)0;
-    lse[n * L + i] = l > 0 ? m + LOG(l) : NEG_INF;
+    row_max[n * L + i] = l > 0 ? m : NEG_INF;
+    log_l[n * L + i] = l > 0 ? LOG(l) : NEG_INF;
 }
 
-// dq: one thread = one query row i (forward was s = scale q k^T + bias, p = exp(s - lse),
-// out = p v; backward is dp_ij = dout_i . v_j, ds_ij = p_ij (dp_ij - D_i) with
-// D_i = dout_i . out_i, and dq_i = scale sum_j ds_ij k_j).
+// dq: one thread = one query row i (forward was s = scale q k^T + bias,
+// p = exp((s - m) - log l), out = p v; backward is dp_ij = dout_i . v_j,
+// ds_ij = p_ij (dp_ij - D_i) with D_i = dout_i . out_i, and dq_i = scale sum_j ds_ij k_j).
 extern "C" __global__ void __launch_bounds__(THREADS) flash_bwd_dq(
         const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
-        const T* __restrict__ dout, const T* __restrict__ lse, const T* __restrict__ D,
+        const T* __restrict__ dout, const T* __restrict__ row_max,
+        const T* __restrict__ log_l, const T* __restrict__ D,
         const T* __restrict__ bias, long long bias_n, long long bias_l, long long bias_s,
         int has_bias, int is_causal, int L, int S, T scale, T* __restrict__ dq) {
     __shared__ T k_tile[TILE][DIM_E];
@@ -133,11 +149,12 @@ extern "C" __global__ void __launch_bounds__(THREADS) flash_bwd_dq(
     long long n;
     int blk;
     const int i = locate(L, &n, &blk);
-    const T lse_i = i < L ? lse[n * L + i] : NEG_INF;
-    const bool live = lse_i > NEG_INF;  // a fully masked row (or no row) gets no gradient
+    const T m_i = i < L ? row_max[n * L + i] : NEG_INF;
+    const bool live = m_i > NEG_INF;  // a fully masked row (or no row) gets no gradient
+    const T log_l_i = live ? log_l[n * L + i] : (T)0;
     const T D_i = live ? D[n * L + i] : (T)0;
     T q_i[DIM_E], dout_i[DIM_EV], dq_i[DIM_E];
-    for (int e = 0; e < DIM_E; ++e) q_i[e] = live ? q[(n * L + i) * DIM_E + e] * scale : (T)0;
+    for (int e = 0; e < DIM_E; ++e) q_i[e] = live ? q[(n * L + i) * DIM_E + e] : (T)0;
     for (int e = 0; e < DIM_EV; ++e) dout_i[e] = live ? dout[(n * L + i) * DIM_EV + e] : (T)0;
     for (int e = 0; e < DIM_E; ++e) dq_i[e] = 0;
     const int keys = is_causal ? min(S, (blk + 1) * THREADS) : S;
@@ -147,10 +164,10 @@ extern "C" __global__ void __launch_bounds__(THREADS) flash_bwd_dq(
         for (int c = 0; c < TILE; ++c) {
             const int j = j0 + c;
             if (j >= S || (is_causal && j > i)) continue;
-            T x = 0, dp = 0;
-            for (int e = 0; e < DIM_E; ++e) x += q_i[e] * k_tile[c][e];
-            if (has_bias) x += bias[n * bias_n + i * bias_l + j * bias_s];
-            const T p = EXP(x - lse_i);
+            const T x = score(q_i, k_tile[c], scale, bias, n * bias_n + i * bias_l + j * bias_s,
+                              has_bias);
+            const T p = EXP((x - m_i) - log_l_i);  // m first: exact at the row's max
+            T dp = 0;
             for (int e = 0; e < DIM_EV; ++e) dp += dout_i[e] * v_tile[c][e];
             const T ds = p * (dp - D_i);
             for (int e = 0; e < DIM_E; ++e) dq_i[e] += ds * k_tile[c][e];
@@ -161,23 +178,25 @@ extern "C" __global__ void __launch_bounds__(THREADS) flash_bwd_dq(
 }
 
 // dk, dv: one thread = one key row j (dv_j = sum_i p_ij dout_i, dk_j = scale sum_i ds_ij q_i);
-// the queries, dout rows, lse and D stream through shared memory, TILE rows at a time.
+// the queries, dout rows, m, log l and D stream through shared memory, TILE rows at a time.
 extern "C" __global__ void __launch_bounds__(THREADS) flash_bwd_dkdv(
         const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
-        const T* __restrict__ dout, const T* __restrict__ lse, const T* __restrict__ D,
+        const T* __restrict__ dout, const T* __restrict__ row_max,
+        const T* __restrict__ log_l, const T* __restrict__ D,
         const T* __restrict__ bias, long long bias_n, long long bias_l, long long bias_s,
         int has_bias, int is_causal, int L, int S, T scale,
         T* __restrict__ dk, T* __restrict__ dv) {
     __shared__ T q_tile[TILE][DIM_E];
     __shared__ T dout_tile[TILE][DIM_EV];
-    __shared__ T lse_tile[TILE];
+    __shared__ T m_tile[TILE];
+    __shared__ T log_l_tile[TILE];
     __shared__ T D_tile[TILE];
     long long n;
     int blk;
     const int j = locate(S, &n, &blk);
     const bool col = j < S;
     T k_j[DIM_E], v_j[DIM_EV], dk_j[DIM_E], dv_j[DIM_EV];
-    for (int e = 0; e < DIM_E; ++e) k_j[e] = col ? k[(n * S + j) * DIM_E + e] * scale : (T)0;
+    for (int e = 0; e < DIM_E; ++e) k_j[e] = col ? k[(n * S + j) * DIM_E + e] : (T)0;
     for (int e = 0; e < DIM_EV; ++e) v_j[e] = col ? v[(n * S + j) * DIM_EV + e] : (T)0;
     for (int e = 0; e < DIM_E; ++e) dk_j[e] = 0;
     for (int e = 0; e < DIM_EV; ++e) dv_j[e] = 0;
@@ -189,18 +208,19 @@ extern "C" __global__ void __launch_bounds__(THREADS) flash_bwd_dkdv(
         load_tile(dout, n, L, i0, DIM_EV, &dout_tile[0][0]);
         for (int t = threadIdx.x; t < TILE; t += THREADS) {
             const int i = i0 + t;
-            lse_tile[t] = i < L ? lse[n * L + i] : NEG_INF;
+            m_tile[t] = i < L ? row_max[n * L + i] : NEG_INF;
+            log_l_tile[t] = i < L ? log_l[n * L + i] : NEG_INF;
             D_tile[t] = i < L ? D[n * L + i] : (T)0;
         }
         __syncthreads();
         if (!col) continue;
         for (int r = 0; r < TILE; ++r) {
             const int i = i0 + r;
-            if (i >= L || (is_causal && j > i) || !(lse_tile[r] > NEG_INF)) continue;
-            T x = 0, dp = 0;
-            for (int e = 0; e < DIM_E; ++e) x += q_tile[r][e] * k_j[e];
-            if (has_bias) x += bias[n * bias_n + i * bias_l + j * bias_s];
-            const T p = EXP(x - lse_tile[r]);
+            if (i >= L || (is_causal && j > i) || !(m_tile[r] > NEG_INF)) continue;
+            const T x = score(q_tile[r], k_j, scale, bias, n * bias_n + i * bias_l + j * bias_s,
+                              has_bias);
+            const T p = EXP((x - m_tile[r]) - log_l_tile[r]);  // m first: exact at the max
+            T dp = 0;
             for (int e = 0; e < DIM_EV; ++e) {
                 dv_j[e] += p * dout_tile[r][e];
                 dp += dout_tile[r][e] * v_j[e];
@@ -262,9 +282,10 @@ def _grid(rows: int, N: int) -> tuple:
 
 
 def flash_forward(q, k, v, scale, bias=None, is_causal=False, block_q=64, block_k=64):
-    """(out, lse) of softmax(scale * q k^T + bias) v on the GPU: flash.flash_forward in CUDA.
+    """(out, (m, log_l)) of softmax(scale * q k^T + bias) v on the GPU: flash.flash_forward
+    in CUDA.
 
-    >>> out, lse = flash_forward(q, k, v, 1 / 8.0)   # CuPy q (N, L, E), k (N, S, E), v (N, S, Ev)
+    >>> out, stats = flash_forward(q, k, v, 1 / 8.0)  # CuPy q (N, L, E), k (N, S, E), v (N, S, Ev)
     """
     cp = cuda.cupy()
     work = _check(q, k, v, "flash_forward")
@@ -273,29 +294,33 @@ def flash_forward(q, k, v, scale, bias=None, is_causal=False, block_q=64, block_
     q_, k_, v_ = (cuda.contiguous(x, work) for x in (q, k, v))
     bias_, (bn, bl, bs), has_bias = _bias_args(bias, N, L, S, work)
     out = cp.empty((N, L, Ev), work)
-    lse = cp.empty((N, L), work)
+    m = cp.empty((N, L), work)
+    log_l = cp.empty((N, L), work)
     if N and L:
         kernel = _module(work.name, E, Ev).get_function("flash_fwd")
         kernel(_grid(L, N), (THREADS,), (q_, k_, v_, bias_, cp.int64(bn), cp.int64(bl),
                                          cp.int64(bs), cp.int32(has_bias),
                                          cp.int32(bool(is_causal)), cp.int32(L), cp.int32(S),
-                                         work.type(scale), out, lse))
-    return out.astype(q.dtype, copy=False), lse
+                                         work.type(scale), out, m, log_l))
+    return out.astype(q.dtype, copy=False), (m, log_l)
 
 
-def flash_backward(q, k, v, out, lse, dout, scale, bias=None, is_causal=False, block_q=64,
+def flash_backward(q, k, v, out, stats, dout, scale, bias=None, is_causal=False, block_q=64,
                    block_k=64):
-    """(dq, dk, dv) of flash_forward on the GPU, recomputing p = exp(s - lse).
+    """(dq, dk, dv) of flash_forward on the GPU, recomputing p = exp((s - m) - log l) from
+    stats = (m, log_l).
 
-    >>> dq, dk, dv = flash_backward(q, k, v, out, lse, dout, 1 / 8.0)
+    >>> dq, dk, dv = flash_backward(q, k, v, out, stats, dout, 1 / 8.0)
     """
     cp = cuda.cupy()
     work = _check(q, k, v, "flash_backward")
     N, L, E = q.shape
     S, Ev = k.shape[1], v.shape[2]
-    layout.check_saved(out, lse, dout, N, L, Ev)
+    m, log_l = stats
+    layout.check_saved(out, m, dout, N, L, Ev)
+    layout.check_saved(out, log_l, dout, N, L, Ev)
     q_, k_, v_, dout_ = (cuda.contiguous(x, work) for x in (q, k, v, dout))
-    lse_ = cuda.contiguous(lse, work)
+    m_, log_l_ = cuda.contiguous(m, work), cuda.contiguous(log_l, work)
     D = (dout_ * cuda.contiguous(out, work)).sum(axis=-1)  # (N, L) = rowsum(dout * out)
     bias_, (bn, bl, bs), has_bias = _bias_args(bias, N, L, S, work)
     dq = cp.zeros((N, L, E), work)
@@ -306,8 +331,8 @@ def flash_backward(q, k, v, out, lse, dout, scale, bias=None, is_causal=False, b
               cp.int32(bool(is_causal)), cp.int32(L), cp.int32(S), work.type(scale))
     if N and L and S:
         module.get_function("flash_bwd_dq")(
-            _grid(L, N), (THREADS,), (q_, k_, v_, dout_, lse_, D, *common, dq))
+            _grid(L, N), (THREADS,), (q_, k_, v_, dout_, m_, log_l_, D, *common, dq))
         module.get_function("flash_bwd_dkdv")(
-            _grid(S, N), (THREADS,), (q_, k_, v_, dout_, lse_, D, *common, dk, dv))
+            _grid(S, N), (THREADS,), (q_, k_, v_, dout_, m_, log_l_, D, *common, dk, dv))
     return dq.astype(q.dtype, copy=False), dk.astype(k.dtype, copy=False), \
         dv.astype(v.dtype, copy=False)

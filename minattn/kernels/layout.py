@@ -35,11 +35,11 @@ def check_shapes(op: str, q, k, v) -> None:
                          "(N, L, E), (N, S, E), (N, S, Ev)")
 
 
-def check_saved(out, lse, dout, N: int, L: int, Ev: int) -> None:
-    """flash_backward's out and dout must be (N, L, Ev) and lse (N, L)."""
-    if out.shape != (N, L, Ev) or dout.shape != (N, L, Ev) or lse.shape != (N, L):
-        raise ValueError(f"flash_backward: out {out.shape}, dout {dout.shape} and lse "
-                         f"{lse.shape} must be (N, L, Ev) = {(N, L, Ev)} and (N, L)")
+def check_saved(out, stat, dout, N: int, L: int, Ev: int) -> None:
+    """flash_backward's out and dout must be (N, L, Ev) and a row statistic (m or log l) (N, L)."""
+    if out.shape != (N, L, Ev) or dout.shape != (N, L, Ev) or stat.shape != (N, L):
+        raise ValueError(f"flash_backward: out {out.shape}, dout {dout.shape} and the row "
+                         f"statistics {stat.shape} must be (N, L, Ev) = {(N, L, Ev)} and (N, L)")
 
 
 def bias_view(bias, N: int, L: int, S: int, dtype):

@@ -5,9 +5,13 @@ in attention/flash.py (which stay the readable specification; tests/kernels/test
 holds the two equal) and return the same arrays::
 
     flash_forward(q, k, v, scale, bias=None, is_causal=False, block_q=64, block_k=128)
-        -> out (N, L, Ev), lse (N, L)
-    flash_backward(q, k, v, out, lse, dout, scale, bias=None, is_causal=False,
+        -> out (N, L, Ev), (m, log_l) (N, L) each
+    flash_backward(q, k, v, out, (m, log_l), dout, scale, bias=None, is_causal=False,
                    block_q=64, block_k=128) -> dq, dk, dv
+
+for scores that are finite or -inf and finite v (kernels.choice.finite_scores says when;
+otherwise the reference runs, which gives PyTorch's NaN: the fast-math loops here assume
+that no NaN ever comes by).
 
 (The default key block is 128 here: on the CPU that tiling measured a few percent faster
 than 64; any block sizes give the same results up to rounding.)
@@ -18,11 +22,14 @@ How they are fast, and what that costs in reading:
   sgemm/dgemm of SciPy's BLAS, and ``_gemm_acc`` (c += a b) where a product is summed over
   tiles. The Python wrapper lays the operands out so that every product is a plain or
   transposed product of contiguous blocks: q padded to whole blocks, and k, v cut into key
-  blocks stored transposed, (E, block_k) each (``_pack_kernel``, with scale log2(e) folded
+  blocks stored transposed, (E, block_k) each (``_pack_kernel``, with the scale folded
   into k's blocks). Small tiles (64 x 128) keep each product on OpenBLAS's fast path for
   small matrices.
-- ``exp`` is computed as ``exp2`` by code that LLVM can vectorize (numba_math._exp2). The
-  scores are kept in base 2 (times log2(e)) to make that cheap.
+- ``exp`` is computed as ``exp2`` by code that LLVM can vectorize (numba_math._exp2):
+  exp(s - m) = 2^((s - m) log2(e)). The scores stay in their own units and the row max m is
+  subtracted first, exactly; only the difference, at most a few hundred where it matters,
+  is scaled to base 2 (log2(e) s could overflow for s near finfo.min, and would round off
+  at |s| ~ 1e9, where a float32 step is 64). That costs one multiply per score.
 - ``prange`` runs (batch*head, query block) tiles in parallel in the forward, and
   (batch*head, group of key blocks) in the backward, so that dK and dV of a key block are
   summed by one thread in a fixed order (deterministic results); dQ is summed per group
@@ -40,17 +47,7 @@ import math
 import numpy as np
 
 from . import layout
-from .numba_math import (
-    LN2,
-    LOG2E,
-    _exp2,
-    _exp2_shifted,
-    _exp2_shifted_no_sum,
-    _gemm_acc,
-    _row_max,
-    compiler,
-    launch,
-)
+from .numba_math import LN2, LOG2E, _exp2, _gemm_acc, _row_max, compiler, launch
 
 prange = range  # replaced by numba.prange when the kernels are compiled (see _compiled)
 
@@ -60,7 +57,7 @@ prange = range  # replaced by numba.prange when the kernels are compiled (see _c
 
 
 def _mask_tile(s, bias, has_bias, is_causal, n, i0, j0, L, S):
-    """s += log2(e) bias[n, i0:, j0:]; -inf where key j > query i (causal) and past key S."""
+    """s += bias[n, i0:, j0:]; -inf where key j > query i (causal) and past key S."""
     bq, bk = s.shape
     rows = min(bq, L - i0)  # rows past L are padding: their results are thrown away
     cols = min(bk, S - j0)  # columns past S are padding keys: masked below
@@ -69,7 +66,7 @@ def _mask_tile(s, bias, has_bias, is_causal, n, i0, j0, L, S):
             brow = bias[n, i0 + r, j0:j0 + cols]  # a broadcast view: strides may be 0
             srow = s[r]
             for c in range(cols):
-                srow[c] += brow[c] * LOG2E  # the scores are in base 2
+                srow[c] += brow[c]
     if is_causal and j0 + bk - 1 > i0:  # some key of the tile comes after some query
         for r in range(bq):
             for c in range(max(0, i0 + r + 1 - j0), bk):
@@ -80,26 +77,46 @@ def _mask_tile(s, bias, has_bias, is_causal, n, i0, j0, L, S):
                 s[r, c] = -np.inf
 
 
+def _exp_shifted(row, shift, log2e):
+    """row <- exp(row - shift) = 2^((row - shift) log2(e)); returns the new row's sum.
+
+    The shift is subtracted before the scaling to base 2: exact where row is near shift."""
+    total = np.float32(0.0)  # float64 for a float64 row (numba unifies the two)
+    for c in range(row.size):
+        e = _exp2((row[c] - shift) * log2e)
+        row[c] = e
+        total += e
+    return total
+
+
+def _exp_normalized(row, m, log2_l, log2e):
+    """row <- exp((row - m) - log(l)) = 2^((row - m) log2(e) - log2(l)): the softmax of a row
+    whose max is m and whose sum of exp(row - m) is l (m first: exact at the max)."""
+    for c in range(row.size):
+        row[c] = _exp2((row[c] - m) * log2e - log2_l)
 
 
 # -- the kernels ----------------------------------------------------------------------------
 
 
-def _forward_kernel(qp, kt, v, bias, has_bias, is_causal, L, S, order, out, lse):
-    """out, lse of softmax(scale q k^T + bias) v for every (head n, query block) tile.
+def _forward_kernel(qp, kt, v, bias, has_bias, is_causal, L, S, order, log2e, out,
+                    row_max, log_l):
+    """out, row_max, log_l of softmax(scale q k^T + bias) v for every (head n, query block)
+    tile.
 
     qp (N, Lp, E) = q padded to whole query blocks; kt (N, nkb, E, bk) the key blocks
-    transposed and times scale log2(e), so that s below is log2(e) times the scores;
-    v (N, Sp, Ev); order: the query blocks in zigzag order (first, last, second, ...), so
-    that when is_causal a cheap block and a dear one are handed out side by side and the
-    threads finish together. Loop nest::
+    transposed and times scale, so that s below is the scores; v (N, Sp, Ev); order: the
+    query blocks in zigzag order (first, last, second, ...), so that when is_causal a cheap
+    block and a dear one are handed out side by side and the threads finish together;
+    log2e = log2(e) in the working dtype. Loop nest::
 
         prange over (n, query block i):                   m = -inf, l = 0, acc = 0
             for each key block j (j <= i if causal):
-                s = q_i kt_j + log2(e) bias_ij        BLAS (bq, E) x (E, bk)
-                m_new = max(m, rowmax(s)); s = 2^(s - m_new)
-                l = 2^(m - m_new) l + rowsum(s); acc = 2^(m - m_new) acc + s v_j   BLAS
-            out_i = acc / l; lse_i = ln(2) (m + log2(l))  (0 and -inf for fully masked rows)
+                s = q_i kt_j + bias_ij                BLAS (bq, E) x (E, bk)
+                m_new = max(m, rowmax(s)); s = 2^((s - m_new) log2(e))
+                l = 2^((m - m_new) log2(e)) l + rowsum(s); acc = (the same) acc + s v_j   BLAS
+            out_i = acc / l; row_max_i = m; log_l_i = ln(2) log2(l)
+            (0, -inf and -inf for fully masked rows)
     """
     N, nkb, E, bk = kt.shape
     nqb = order.size
@@ -117,7 +134,7 @@ def _forward_kernel(qp, kt, v, bias, has_bias, is_causal, L, S, order, out, lse)
         n_kb = min(nkb, (min(i0 + bq, L) - 1) // bk + 1) if is_causal else nkb
         for kb in range(n_kb):
             j0 = kb * bk
-            np.dot(q_i, kt[n, kb], s)  # (bq, bk) = log2(e) scale q_i k_j^T
+            np.dot(q_i, kt[n, kb], s)  # (bq, bk) = scale q_i k_j^T
             if has_bias or is_causal or j0 + bk > S:
                 _mask_tile(s, bias, has_bias, is_causal, n, i0, j0, L, S)
             for r in range(bq):
@@ -125,46 +142,48 @@ def _forward_kernel(qp, kt, v, bias, has_bias, is_causal, L, S, order, out, lse)
                 m_new = max(m[r], _row_max(row))
                 if m_new > m[r]:  # the max grew: rescale what was summed so far
                     shift[r] = m_new
-                    alpha = _exp2(m[r] - m_new)  # moves old sums from 2^-m to 2^-m_new
+                    alpha = _exp2((m[r] - m_new) * log2e)  # old sums: from e^-m to e^-m_new
                     m[r] = m_new
                     l[r] *= alpha
                     for e in range(Ev):
                         acc[r, e] *= alpha
-                # s = 2^(s - m): the tile's probabilities, not yet normalized; shift is 0
+                # s = exp(s - m): the tile's probabilities, not yet normalized; shift is 0
                 # while the row has seen no unmasked key, so that -inf - -inf never happens
-                l[r] += _exp2_shifted(row, shift[r])
+                l[r] += _exp_shifted(row, shift[r], log2e)
             _gemm_acc(s, v[n, j0:j0 + bk], acc)  # (bq, Ev) acc += p v_j
         for r in range(min(bq, L - i0)):
             if l[r] > 0:
                 for e in range(Ev):
                     out[n, i0 + r, e] = acc[r, e] / l[r]
-                lse[n, i0 + r] = LN2 * (m[r] + math.log2(l[r]))
-            else:  # every key masked: out 0, lse -inf
+                row_max[n, i0 + r] = m[r]
+                log_l[n, i0 + r] = LN2 * math.log2(l[r])
+            else:  # every key masked: out 0, m and log(l) -inf
                 for e in range(Ev):
                     out[n, i0 + r, e] = 0.0
-                lse[n, i0 + r] = -np.inf
+                row_max[n, i0 + r] = -np.inf
+                log_l[n, i0 + r] = -np.inf
 
 
-def _backward_kernel(qp, kp, kt, vt, dout, lse2, D, bias, has_bias, is_causal, L, S, bq,
-                     scale, dq_part, dk, dv):
+def _backward_kernel(qp, kp, kt, vt, dout, m, log2_l, D, bias, has_bias, is_causal, L, S,
+                     bq, scale, log2e, dq_part, dk, dv):
     """dq_part, dk, dv of flash attention for every (head n, group g of key blocks).
 
     qp (N, Lp, E) = q and kp (N, Sp, E) = k, padded to whole blocks; kt (N, nkb, E, bk) and
-    vt (N, nkb, Ev, bk) the key blocks of scale log2(e) k and of v, transposed; dout
-    (N, Lp, Ev);
-    lse2 (N, Lp) = log2(e) lse, with +inf for rows that get no gradient (fully masked or
-    padding), so that their p = 2^(s - lse2) = 0; D (N, Lp) = rowsum(dout * out). Group g
-    of G = dq_part.shape[0] holds key blocks g, g + G, g + 2G, ... (round robin: balanced
-    also when causal).
+    vt (N, nkb, Ev, bk) the key blocks of scale k and of v, transposed; dout (N, Lp, Ev);
+    m (N, Lp) the row max of the scores and log2_l (N, Lp) = log2(l), with m = 0 and
+    log2_l = +inf for rows that get no gradient (fully masked or padding), so that their
+    p = 0; D (N, Lp) = rowsum(dout * out); log2e = log2(e). Group g of G = dq_part.shape[0]
+    holds key blocks g, g + G, g + 2G, ... (round robin: balanced also when causal).
 
-    Forward was: s = scale q k^T + bias, p = softmax(s) = exp(s - lse), out = p v.
+    Forward was: s = scale q k^T + bias, p = softmax(s) = exp((s - m) - log l), out = p v.
     Backward is: dv = p^T dout; dp = dout v^T; ds = p * (dp - D) (softmax backward, with
     D = rowsum(dp * p) = rowsum(dout * out)); dq = scale ds k; dk = scale ds^T q. Loop nest::
 
         prange over (n, group g):
             for key block j in group g:               dk_j = 0, dv_j = 0
                 for each query block i (i >= j if causal):
-                    p = 2^(q_i kt_j + log2(e) bias_ij - lse2_i)    BLAS (bq, E) x (E, bk)
+                    s = q_i kt_j + bias_ij                      BLAS (bq, E) x (E, bk)
+                    p = 2^((s - m_i) log2(e) - log2_l_i)
                     dv_j += p^T dout_i                          BLAS (bk, bq) x (bq, Ev)
                     ds = scale p * (dout_i vt_j - D_i)          BLAS (bq, Ev) x (Ev, bk)
                     dk_j += ds^T q_i                            BLAS (bk, bq) x (bq, E)
@@ -191,11 +210,11 @@ def _backward_kernel(qp, kp, kt, vt, dout, lse2, D, bias, has_bias, is_causal, L
                 i0 = qb * bq
                 q_i = qp[n, i0:i0 + bq]  # (bq, E)
                 dout_i = dout[n, i0:i0 + bq]  # (bq, Ev)
-                np.dot(q_i, kt[n, kb], s)  # (bq, bk) = log2(e) scale q_i k_j^T
+                np.dot(q_i, kt[n, kb], s)  # (bq, bk) = scale q_i k_j^T
                 if has_bias or is_causal or j0 + bk > S:
                     _mask_tile(s, bias, has_bias, is_causal, n, i0, j0, L, S)
-                for r in range(bq):
-                    _exp2_shifted_no_sum(s[r], lse2[n, i0 + r])  # p = exp(s - lse)
+                for r in range(bq):  # p = exp((s - m) - log l), the forward's very s - m
+                    _exp_normalized(s[r], m[n, i0 + r], log2_l[n, i0 + r], log2e)
                 _gemm_acc(s.T, dout_i, dv_j)  # (bk, Ev) dv_j += p^T dout_i
                 np.dot(dout_i, vt[n, kb], dp)  # (bq, bk) = dout_i v_j^T
                 for r in range(bq):
@@ -235,7 +254,8 @@ def _compiled():
     global prange
     prange = numba.prange
     numba_jit = compiler()
-    numba_jit.register(_mask_tile)
+    for helper in (_mask_tile, _exp_shifted, _exp_normalized):
+        numba_jit.register(helper)
     jit = numba_jit.jit
     return {"forward": jit(_forward_kernel), "backward": jit(_backward_kernel),
             "pack": jit(_pack_kernel)}
@@ -303,9 +323,9 @@ def _zigzag(n: int) -> np.ndarray:
 
 
 def flash_forward(q, k, v, scale, bias=None, is_causal=False, block_q=64, block_k=128):
-    """(out, lse) of softmax(scale * q k^T + bias) v: flash.flash_forward, compiled.
+    """(out, (m, log_l)) of softmax(scale * q k^T + bias) v: flash.flash_forward, compiled.
 
-    >>> out, lse = flash_forward(q, k, v, 1 / 8.0)   # q (N, L, E), k (N, S, E), v (N, S, Ev)
+    >>> out, stats = flash_forward(q, k, v, 1 / 8.0)   # q (N, L, E), k (N, S, E), v (N, S, Ev)
     """
     kernels = _compiled()
     layout.check_shapes("flash_forward", q, k, v)
@@ -318,13 +338,13 @@ def flash_forward(q, k, v, scale, bias=None, is_causal=False, block_q=64, block_
     vp = _padded(v, nkb * bk, work)  # (N, Sp, Ev)
     bias3, has_bias = _bias(bias, N, L, S, work)
     out = np.empty((N, L, Ev), work)
-    lse = np.empty((N, L), work)
+    m = np.empty((N, L), work)
+    log_l = np.empty((N, L), work)
     with launch():
-        # (N, nkb, E, bk): scale log2(e) k, so that q_i kt_j is the scores in base 2
-        kt = _pack(kernels, k, nkb, bk, work, float(scale) * LOG2E)
+        kt = _pack(kernels, k, nkb, bk, work, float(scale))  # (N, nkb, E, bk): scale k
         kernels["forward"](qp, kt, vp, bias3, has_bias, bool(is_causal), L, S, _zigzag(nqb),
-                           out, lse)
-    return out.astype(q.dtype, copy=False), lse
+                           work.type(LOG2E), out, m, log_l)
+    return out.astype(q.dtype, copy=False), (m, log_l)
 
 
 def _key_groups(N: int, nkb: int, threads: int) -> int:
@@ -338,18 +358,21 @@ def _key_groups(N: int, nkb: int, threads: int) -> int:
     return G
 
 
-def flash_backward(q, k, v, out, lse, dout, scale, bias=None, is_causal=False, block_q=64,
+def flash_backward(q, k, v, out, stats, dout, scale, bias=None, is_causal=False, block_q=64,
                    block_k=128):
-    """(dq, dk, dv) of flash_forward, recomputing p from lse: flash.flash_backward, compiled.
+    """(dq, dk, dv) of flash_forward, recomputing p from its row statistics (m, log_l):
+    flash.flash_backward, compiled.
 
-    >>> dq, dk, dv = flash_backward(q, k, v, out, lse, dout, 1 / 8.0)
+    >>> dq, dk, dv = flash_backward(q, k, v, out, stats, dout, 1 / 8.0)
     """
     kernels = _compiled()
     layout.check_shapes("flash_backward", q, k, v)
     work = layout.work_dtype("flash_backward", q, k, v, np.ndarray, "NumPy")
     N, L, E = q.shape
     S, Ev = k.shape[1], v.shape[2]
-    layout.check_saved(out, lse, dout, N, L, Ev)
+    m, log_l = stats
+    layout.check_saved(out, m, dout, N, L, Ev)
+    layout.check_saved(out, log_l, dout, N, L, Ev)
     bq, nqb = _blocks(L, block_q)
     bk, nkb = _blocks(S, block_k)
     Lp = nqb * bq
@@ -359,8 +382,13 @@ def flash_backward(q, k, v, out, lse, dout, scale, bias=None, is_causal=False, b
     D = np.zeros((N, Lp), work)
     D[:, :L] = np.einsum("nle,nle->nl", dout.astype(work, copy=False),
                          out.astype(work, copy=False))  # rowsum(dout * out) = rowsum(dp * p)
-    lse2 = np.full((N, Lp), np.inf, work)  # log2(e) lse; +inf: p = 0 for padding rows
-    lse2[:, :L] = np.where(np.isfinite(lse), lse * LOG2E, np.inf)  # ... and masked rows
+    # p = 2^((s - m) log2(e) - log2(l)); m = 0 and log2(l) = +inf give p = 0 for padding
+    # rows and for fully masked ones (m = -inf), whose s is -inf
+    masked = m == -np.inf
+    m_p = np.zeros((N, Lp), work)
+    m_p[:, :L] = np.where(masked, 0.0, m)
+    log2_l = np.full((N, Lp), np.inf, work)
+    log2_l[:, :L] = np.where(masked, np.inf, log_l * LOG2E)
     bias3, has_bias = _bias(bias, N, L, S, work)
     import numba
 
@@ -369,10 +397,11 @@ def flash_backward(q, k, v, out, lse, dout, scale, bias=None, is_causal=False, b
     dk = np.empty((N, S, E), work)
     dv = np.empty((N, S, Ev), work)
     with launch():
-        kt = _pack(kernels, k, nkb, bk, work, float(scale) * LOG2E)  # (N, nkb, E, bk)
+        kt = _pack(kernels, k, nkb, bk, work, float(scale))  # (N, nkb, E, bk): scale k
         vt = _pack(kernels, v, nkb, bk, work, 1.0)  # (N, nkb, Ev, bk)
-        kernels["backward"](qp, kp, kt, vt, dout_p, lse2, D, bias3, has_bias,
-                            bool(is_causal), L, S, bq, work.type(scale), dq_part, dk, dv)
+        kernels["backward"](qp, kp, kt, vt, dout_p, m_p, log2_l, D, bias3, has_bias,
+                            bool(is_causal), L, S, bq, work.type(scale), work.type(LOG2E),
+                            dq_part, dk, dv)
     dq = dq_part[0] if G == 1 else dq_part.sum(axis=0)  # groups added in a fixed order
     return (np.ascontiguousarray(dq[:, :L], dtype=q.dtype), dk.astype(k.dtype, copy=False),
             dv.astype(v.dtype, copy=False))

@@ -28,15 +28,22 @@ def on_gpu(test):
 # -- attention ----------------------------------------------------------------------------------
 
 
-def dense_attention(q, k, v, scale, bias=None, is_causal=False):
-    """(out, lse, probs) in float64 with the (N, L, S) probabilities materialized."""
-    q, k, v = (np.asarray(x, np.float64) for x in (q, k, v))
+def dense_scores(q, k, scale, bias=None, is_causal=False):
+    """scale q k^T + bias (N, L, S) in float64, -inf above the diagonal if causal."""
+    q, k = (np.asarray(x, np.float64) for x in (q, k))
     L, S = q.shape[1], k.shape[1]
     scores = scale * q @ k.swapaxes(-1, -2)  # (N, L, S)
     if bias is not None:
         scores = scores + np.asarray(bias, np.float64)
     if is_causal:
         scores = np.where(np.tril(np.ones((L, S), bool)), scores, -np.inf)
+    return scores
+
+
+def dense_attention(q, k, v, scale, bias=None, is_causal=False):
+    """(out, lse, probs) in float64 with the (N, L, S) probabilities materialized."""
+    v = np.asarray(v, np.float64)
+    scores = dense_scores(q, k, scale, bias, is_causal)  # (N, L, S)
     m = scores.max(axis=-1, keepdims=True)  # (N, L, 1)
     m = np.where(np.isfinite(m), m, 0.0)  # a fully masked row: exp(-inf - 0) = 0
     e = np.exp(scores - m)  # (N, L, S)
@@ -45,6 +52,25 @@ def dense_attention(q, k, v, scale, bias=None, is_causal=False):
     probs = e / np.where(seen, total, 1.0)  # (N, L, S)
     lse = np.where(seen, m + np.log(np.where(seen, total, 1.0)), -np.inf)[..., 0]  # (N, L)
     return probs @ v, lse, probs
+
+
+def dense_stats(q, k, scale, bias=None, is_causal=False):
+    """(m, log_l) in float64, the row statistics flash_forward returns: each row's max score
+    and log sum_j exp(s_ij - m_i); -inf and -inf for a row where every key is masked."""
+    scores = dense_scores(q, k, scale, bias, is_causal)  # (N, L, S)
+    m = scores.max(axis=-1, initial=-np.inf)  # (N, L)
+    total = np.exp(scores - np.where(np.isfinite(m), m, 0.0)[..., None]).sum(axis=-1)
+    with np.errstate(divide="ignore"):  # log 0 = -inf for a fully masked row
+        return m, np.log(total)
+
+
+def assert_stats_close(stats, want, tol):
+    """flash_forward's (m, log_l) against dense_stats: -inf exactly where every key is
+    masked, and close elsewhere."""
+    for got, exp, name in zip(stats, want, ("m", "log_l")):
+        assert got.shape == exp.shape, name
+        np.testing.assert_array_equal(np.isneginf(got), np.isneginf(exp), err_msg=name)
+        np.testing.assert_allclose(got, exp, rtol=tol, atol=tol, err_msg=name)
 
 
 def dense_grads(q, k, v, dout, scale, bias=None, is_causal=False):
@@ -74,6 +100,12 @@ def make_case(rng, N, L, S, E, Ev, dtype, mask=None):
         bias = bias.astype(dtype)
     elif mask == "broadcast":  # (1, L, 1) and (L, S) shapes, as make_bias hands them over
         bias = np.where(rng.random((L, S)) < 0.2, -np.inf, 0.0).astype(dtype)
+    elif mask in ("-1e9", "finfo.min"):  # a large finite fill, and two rows of nothing else
+        fill = -1e9 if mask == "-1e9" else np.finfo(dtype).min
+        bias = np.where(rng.random((N, L, S)) < 0.3, fill, 0.0).astype(dtype)
+        rows = [min(2, L - 1), L - 1]
+        bias[0, rows] = fill  # every score of these rows is fill + q.k: a uniform softmax
+        q[0, rows] = 0  # ... exactly, q.k = 0, so that float64 rounds them as float32 does
     return q, k, v, dout, bias
 
 
@@ -87,38 +119,50 @@ CASES = [  # N, L, S, E, Ev, mask, is_causal, block_q, block_k
     pytest.param(2, 40, 19, 4, 4, None, True, 16, 8, id="causal L>S"),
     pytest.param(2, 100, 90, 8, 8, None, False, 64, 64, id="default blocks"),
     pytest.param(1, 1, 1, 2, 2, None, False, 64, 64, id="one query, one key"),
+    pytest.param(2, 45, 70, 8, 5, "-1e9", False, 16, 32, id="-1e9 fill, rows of it"),
+    pytest.param(2, 45, 70, 8, 5, "finfo.min", False, 16, 32, id="finfo.min fill"),
 ]
 
 
 def check_flash_kernels(module, to_device, to_host, dtype, N, L, S, E, Ev, mask, is_causal,
-                        block_q=64, block_k=64, seed=0):
+                        block_q=64, block_k=64, seed=0, scale=None):
     """module.flash_forward/backward on arrays from to_device against both oracles."""
     from minattn.attention import flash  # the blocked NumPy reference
 
     rng = np.random.default_rng(seed)
     q, k, v, dout, bias = make_case(rng, N, L, S, E, Ev, dtype, mask)
-    scale = 1 / np.sqrt(E)
+    scale = 1 / np.sqrt(E) if scale is None else scale
     dev = [None if x is None else to_device(x) for x in (q, k, v, dout, bias)]
-    out, lse = module.flash_forward(dev[0], dev[1], dev[2], scale, dev[4], is_causal, block_q,
-                                    block_k)
-    grads = module.flash_backward(dev[0], dev[1], dev[2], out, lse, dev[3], scale, dev[4],
+    out, stats = module.flash_forward(dev[0], dev[1], dev[2], scale, dev[4], is_causal,
+                                      block_q, block_k)
+    grads = module.flash_backward(dev[0], dev[1], dev[2], out, stats, dev[3], scale, dev[4],
                                   is_causal, block_q, block_k)
-    out, lse, grads = to_host(out), to_host(lse), [to_host(g) for g in grads]
+    out, grads = to_host(out), [to_host(g) for g in grads]
+    stats = tuple(to_host(x) for x in stats)
     want_out, want_lse, _ = dense_attention(q, k, v, scale, bias, is_causal)
     want = dense_grads(q, k, v, dout, scale, bias, is_causal)
     tol = TOL[dtype]
+    # the gradients of q and k carry the scale: at scale 1e6 their rounding does too
+    grad_tol = tol * max(1.0, abs(scale))
     assert out.dtype == dtype and all(g.dtype == dtype for g in grads)
+    assert all(x.dtype == np.result_type(dtype, np.float32) for x in stats)  # working dtype
     np.testing.assert_allclose(out, want_out, rtol=tol, atol=tol)
+    assert_stats_close(stats, dense_stats(q, k, scale, bias, is_causal), tol)
+    with np.errstate(invalid="ignore"):  # -inf + -inf is -inf: no NaN arises
+        lse = stats[0] + stats[1]
     np.testing.assert_allclose(lse, want_lse, rtol=tol, atol=tol)  # -inf where fully masked
     for got, exp, name in zip(grads, want, ("dq", "dk", "dv")):
         assert np.isfinite(got).all(), name
-        np.testing.assert_allclose(got, exp, rtol=tol, atol=tol, err_msg=name)
-    ref_out, ref_lse = flash.flash_forward(q, k, v, scale, bias, is_causal)
+        atol = tol if name == "dv" else grad_tol
+        np.testing.assert_allclose(got, exp, rtol=tol, atol=atol, err_msg=name)
+    ref_out, ref_stats = flash.flash_forward(q, k, v, scale, bias, is_causal)
     np.testing.assert_allclose(out, ref_out, rtol=tol, atol=tol)
-    np.testing.assert_allclose(lse, ref_lse, rtol=tol, atol=tol)
-    ref = flash.flash_backward(q, k, v, ref_out, ref_lse, dout, scale, bias, is_causal)
-    for got, exp in zip(grads, ref):
+    for got, exp in zip(stats, ref_stats):
         np.testing.assert_allclose(got, exp, rtol=tol, atol=tol)
+    ref = flash.flash_backward(q, k, v, ref_out, ref_stats, dout, scale, bias, is_causal)
+    for got, exp, name in zip(grads, ref, ("dq", "dk", "dv")):
+        atol = tol if name == "dv" else grad_tol
+        np.testing.assert_allclose(got, exp, rtol=tol, atol=atol, err_msg=name)
 
 
 # -- the row softmax ----------------------------------------------------------------------------

@@ -149,6 +149,17 @@ def test_cuda_source_on_the_cpu_matches_oracles(emulated_cuda, dtype):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_cuda_source_keeps_large_scores(emulated_cuda, dtype):
+    """-1e9 and finfo.min fills (rows of nothing else are uniform averages) and unscaled
+    scores at scale 1e6: the backward kernels recompute the forward's very scores, so
+    p = exp((s - m) - log l) is exact at the max (test_flash.py has the numba twin of this)."""
+    for mask, scale in (("-1e9", None), ("finfo.min", None), (None, 1e6)):
+        check_flash_kernels(cuda_flash, *IDENTITY, dtype, 2, 45, 70, 8, 5, mask, False,
+                            scale=scale)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype, atol", [(np.float64, 1e-13), (np.float16, 2e-3)],
                          ids=["float64", "float16"])
 @pytest.mark.parametrize("empty_rows", ["zero", "nan"])

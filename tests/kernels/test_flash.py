@@ -3,7 +3,9 @@ against the dense float64 oracle and the blocked NumPy references of attention/f
 
 Every kernel must match both: to 1e-5 in float32 and 1e-12 in float64, over odd lengths that
 are not multiples of the block, L != S, Ev != E, masks with fully masked rows (zeros, never
-NaN) and causal masks. (The CUDA source run on the CPU: test_cuda_emulated.py.)
+NaN), causal masks, and large scores: -1e9 and finfo.min fills and unscaled attention at
+scale 1e6, where a float32 log-sum-exp would round the row sum away (the kernels keep the
+row max m and log(l) apart). (The CUDA source run on the CPU: test_cuda_emulated.py.)
 """
 
 import threading
@@ -13,9 +15,11 @@ import pytest
 from kernel_oracles import (
     CASES,
     TOL,
+    assert_stats_close,
     check_flash_kernels,
     dense_attention,
     dense_grads,
+    dense_stats,
     make_case,
     on_gpu,
 )
@@ -63,15 +67,19 @@ def test_numba_flash_matches_dense_oracle(numba_kernels, rng, dtype, N, L, S, E,
                                           is_causal, block_q, block_k):
     q, k, v, dout, bias = make_case(rng, N, L, S, E, Ev, dtype, mask)
     scale = 1 / np.sqrt(E)
-    out, lse = numba_flash.flash_forward(q, k, v, scale, bias, is_causal, block_q, block_k)
-    dq, dk, dv = numba_flash.flash_backward(q, k, v, out, lse, dout, scale, bias, is_causal,
+    out, stats = numba_flash.flash_forward(q, k, v, scale, bias, is_causal, block_q, block_k)
+    dq, dk, dv = numba_flash.flash_backward(q, k, v, out, stats, dout, scale, bias, is_causal,
                                             block_q, block_k)
     want_out, want_lse, _ = dense_attention(q, k, v, scale, bias, is_causal)
     want = dense_grads(q, k, v, dout, scale, bias, is_causal)
     tol = TOL[dtype]
+    m, log_l = stats
+    lse = m + log_l  # the log-sum-exp, from its two parts
     assert out.dtype == dtype and dq.dtype == dk.dtype == dv.dtype == dtype
+    assert m.dtype == log_l.dtype == dtype
     assert out.shape == (N, L, Ev) and lse.shape == (N, L)
     np.testing.assert_allclose(out, want_out, rtol=tol, atol=tol)
+    assert_stats_close(stats, dense_stats(q, k, scale, bias, is_causal), tol)
     np.testing.assert_array_equal(np.isinf(lse), np.isinf(want_lse))  # -inf exactly where masked
     finite = np.isfinite(want_lse)
     np.testing.assert_allclose(lse[finite], want_lse[finite], rtol=tol, atol=tol)
@@ -90,13 +98,14 @@ def test_numba_flash_matches_numpy_reference(numba_kernels, rng, dtype, N, L, S,
                                              is_causal, block_q, block_k):
     q, k, v, dout, bias = make_case(rng, N, L, S, E, Ev, dtype, mask)
     args = (0.3, bias, is_causal, block_q, block_k)
-    out, lse = numba_flash.flash_forward(q, k, v, *args)
-    ref_out, ref_lse = flash.flash_forward(q, k, v, *args)
+    out, stats = numba_flash.flash_forward(q, k, v, *args)
+    ref_out, ref_stats = flash.flash_forward(q, k, v, *args)
     tol = TOL[dtype]
     np.testing.assert_allclose(out, ref_out, rtol=tol, atol=tol)
-    np.testing.assert_allclose(lse, ref_lse, rtol=tol, atol=tol)  # equal infinities pass
-    grads = numba_flash.flash_backward(q, k, v, out, lse, dout, *args)
-    ref_grads = flash.flash_backward(q, k, v, ref_out, ref_lse, dout, *args)
+    for got, want in zip(stats, ref_stats):  # m and log(l)
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol)  # equal infinities pass
+    grads = numba_flash.flash_backward(q, k, v, out, stats, dout, *args)
+    ref_grads = flash.flash_backward(q, k, v, ref_out, ref_stats, dout, *args)
     for got, want in zip(grads, ref_grads):
         np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
 
@@ -107,10 +116,58 @@ def test_a_wrong_backward_is_caught(numba_kernels, rng):
     dq_right = dense_grads(q, k, v, dout, 0.5)[0]
     _, _, probs = dense_attention(q, k, v, 0.5)
     dq_wrong = 0.5 * (probs * (dout @ v.swapaxes(-1, -2))) @ k  # forgot "- rowsum(dP * P)"
-    out, lse = numba_flash.flash_forward(q, k, v, 0.5)
-    dq = numba_flash.flash_backward(q, k, v, out, lse, dout, 0.5)[0]
+    out, stats = numba_flash.flash_forward(q, k, v, 0.5)
+    dq = numba_flash.flash_backward(q, k, v, out, stats, dout, 0.5)[0]
     np.testing.assert_allclose(dq, dq_right, atol=1e-12)
     assert np.abs(dq - dq_wrong).max() > 1e-2
+
+
+@DTYPES
+@pytest.mark.parametrize("mask, scale", [("-1e9", None), ("finfo.min", None), (None, 1e6),
+                                         ("-1e9", 1e6)],
+                         ids=["-1e9 fill", "finfo.min fill", "scale 1e6", "-1e9 and 1e6"])
+@pytest.mark.parametrize("kernel", ["numba", "reference"])
+def test_large_scores_keep_their_softmax(request, dtype, mask, scale, kernel):
+    """Scores near -1e9 (masked_fill's usual value), finfo.min or 1e6 (unscaled attention):
+    p = exp((s - m) - log l) is exact at the max, so a row that is all fill is the uniform
+    average, forward and backward; a float32 log-sum-exp m + log l at |m| ~ 1e9 (a step of 64)
+    would lose log l, and with it every gradient of the row."""
+    if kernel == "numba":
+        request.getfixturevalue("numba_kernels")  # skips where numba cannot run
+    module = numba_flash if kernel == "numba" else flash
+    check_flash_kernels(module, *IDENTITY, dtype, 2, 45, 70, 8, 5, mask, False, 16, 32,
+                        scale=scale)
+
+
+def test_flash_twin_runs_only_where_scores_are_finite(numba_kernels, rng):
+    """NaN or inf in q, k, v or dout, NaN or +inf in the bias, or scores that could overflow,
+    run the reference (which gives PyTorch's NaN); the fast-math kernels never see them."""
+    q, k, v, dout, bias = make_case(rng, 2, 5, 7, 3, 2, np.float32, mask="bias")
+    stats = (q[..., 0], q[..., 0])
+    fwd, bwd = flash.flash_forward, flash.flash_backward
+    assert ma.kernels.twin(fwd, q, k, v, 0.5, bias) is numba_flash.flash_forward
+    assert ma.kernels.twin(bwd, q, k, v, q, stats, dout, 0.5, bias) is numba_flash.flash_backward
+    for name, bad in [("q", np.nan), ("k", np.inf), ("v", np.nan), ("v", -np.inf),
+                      ("bias", np.nan), ("bias", np.inf), ("dout", np.nan)]:
+        args = dict(q=q, k=k, v=v, dout=dout, bias=bias)
+        args[name] = args[name].copy()
+        args[name][1, 2, 1] = bad
+        if name != "dout":
+            assert ma.kernels.twin(fwd, args["q"], args["k"], args["v"], 0.5,
+                                   args["bias"]) is None, (name, bad)
+        assert ma.kernels.twin(bwd, args["q"], args["k"], args["v"], q, stats, args["dout"],
+                               0.5, args["bias"]) is None, (name, bad)
+    assert ma.kernels.twin(fwd, q * 1e20, k * 1e20, v, 1.0) is None  # q.k overflows float32
+    h = [x.astype(np.float16) for x in (q, k, v)]  # (float16 is read off its bits)
+    assert ma.kernels.twin(fwd, *h, 0.5) is numba_flash.flash_forward
+    h[1][0, 3, 2] = -np.inf
+    assert ma.kernels.twin(fwd, *h, 0.5) is None
+    assert ma.kernels.twin(fwd, q[:, :0], k, v, 1.0) is None  # nothing to tile
+    with ma.kernels.use("reference"):
+        assert ma.kernels.twin(fwd, q, k, v, 0.5, bias) is None
+
+
+IDENTITY = (lambda x: x), (lambda x: x)  # to_device, to_host: arrays stay where they are
 
 
 if given is not None:  # hypothesis is a dev dependency
@@ -122,8 +179,8 @@ if given is not None:  # hypothesis is a dev dependency
     def test_numba_flash_any_shape(N, L, S, E, Ev, is_causal, block_q, block_k):
         rng = np.random.default_rng(L * 100 + S)
         q, k, v, dout, _ = make_case(rng, N, L, S, E, Ev, np.float64)
-        out, lse = numba_flash.flash_forward(q, k, v, 0.8, None, is_causal, block_q, block_k)
-        grads = numba_flash.flash_backward(q, k, v, out, lse, dout, 0.8, None, is_causal,
+        out, stats = numba_flash.flash_forward(q, k, v, 0.8, None, is_causal, block_q, block_k)
+        grads = numba_flash.flash_backward(q, k, v, out, stats, dout, 0.8, None, is_causal,
                                            block_q, block_k)
         want_out, _, _ = dense_attention(q, k, v, 0.8, None, is_causal)
         np.testing.assert_allclose(out, want_out, atol=1e-12)
@@ -142,8 +199,8 @@ def test_numba_flash_is_deterministic_and_takes_any_layout(numba_kernels, rng):
     qt = np.ascontiguousarray(q.transpose(1, 0, 2)).transpose(1, 0, 2)
     np.testing.assert_array_equal(fwd(qt, k, v, 0.3, bias)[0], fwd(q, k, v, 0.3, bias)[0])
     h = [x.astype(np.float16) for x in (q, k, v)]
-    out_h, lse_h = fwd(*h, 0.3)
-    assert out_h.dtype == np.float16 and lse_h.dtype == np.float32
+    out_h, (m_h, log_l_h) = fwd(*h, 0.3)
+    assert out_h.dtype == np.float16 and m_h.dtype == log_l_h.dtype == np.float32
     np.testing.assert_allclose(out_h, dense_attention(*h, 0.3)[0], atol=2e-3)
 
 
@@ -154,8 +211,8 @@ def test_numba_kernels_can_be_called_from_several_threads(numba_kernels, rng):
     results = [None] * 4
 
     def work(i):
-        out, lse = numba_flash.flash_forward(q, k, v, 0.3)
-        numba_flash.flash_backward(q, k, v, out, lse, dout, 0.3)
+        out, stats = numba_flash.flash_forward(q, k, v, 0.3)
+        numba_flash.flash_backward(q, k, v, out, stats, dout, 0.3)
         results[i] = out
 
     workers = [threading.Thread(target=work, args=(i,)) for i in range(4)]

@@ -43,8 +43,8 @@ def compile_times() -> dict:
               "t = time.perf_counter()\n"
               "from minattn.kernels import numba_flash as nk\n"
               "q = np.ones((1, 70, 16), np.float32)\n"
-              "out, lse = nk.flash_forward(q, q, q, 0.25)\n"
-              "nk.flash_backward(q, q, q, out, lse, q, 0.25)\n"
+              "out, stats = nk.flash_forward(q, q, q, 0.25)\n"
+              "nk.flash_backward(q, q, q, out, stats, q, 0.25)\n"
               "print(time.perf_counter() - t)\n")
     import minattn
 
