@@ -47,7 +47,7 @@ import math
 import numpy as np
 
 from . import layout
-from .numba_math import LN2, LOG2E, _exp2, _gemm_acc, _row_max, compiler, launch
+from .numba_math import LN2, LOG2E, _exp2, _exp_shifted, _gemm_acc, _row_max, compiler, launch
 
 prange = range  # replaced by numba.prange when the kernels are compiled (see _compiled)
 
@@ -75,18 +75,6 @@ def _mask_tile(s, bias, has_bias, is_causal, n, i0, j0, L, S):
         for r in range(bq):
             for c in range(cols, bk):
                 s[r, c] = -np.inf
-
-
-def _exp_shifted(row, shift, log2e):
-    """row <- exp(row - shift) = 2^((row - shift) log2(e)); returns the new row's sum.
-
-    The shift is subtracted before the scaling to base 2: exact where row is near shift."""
-    total = np.float32(0.0)  # float64 for a float64 row (numba unifies the two)
-    for c in range(row.size):
-        e = _exp2((row[c] - shift) * log2e)
-        row[c] = e
-        total += e
-    return total
 
 
 def _exp_normalized(row, m, log2_l, log2e):
@@ -254,7 +242,7 @@ def _compiled():
     global prange
     prange = numba.prange
     numba_jit = compiler()
-    for helper in (_mask_tile, _exp_shifted, _exp_normalized):
+    for helper in (_mask_tile, _exp_normalized):
         numba_jit.register(helper)
     jit = numba_jit.jit
     return {"forward": jit(_forward_kernel), "backward": jit(_backward_kernel),

@@ -146,15 +146,17 @@ def _gemm_acc(a, b, c):
     c += a @ b
 
 
-def _exp2_shifted(row, shift):
-    """row <- 2**(row - shift); returns the new row's sum (in the row's dtype)."""
+def _exp_shifted(row, shift, log2e):
+    """row <- exp(row - shift) = 2^((row - shift) log2(e)); returns the new row's sum.
+
+    The shift is subtracted before the scaling to base 2: exact where row is near shift, and
+    nothing overflows near finfo.min. log2e is log2(e) in the row's dtype."""
     total = np.float32(0.0)  # float64 for a float64 row (numba unifies the two)
     for c in range(row.size):
-        e = _exp2(row[c] - shift)
+        e = _exp2((row[c] - shift) * log2e)
         row[c] = e
         total += e
     return total
-
 
 
 def _is_nan(x):
@@ -210,7 +212,7 @@ def compiler():
 
     options = {"fastmath": set(FASTMATH), "error_model": "numpy"}
     register_jitable(**options)(_count_nan)
-    for helper in (_row_max, _exp2_shifted):
+    for helper in (_row_max, _exp_shifted):
         register_jitable(**options)(helper)
     # exp2's f = x - round(x) must be evaluated as written: no "reassoc"
     exp_options = dict(options, fastmath=set(FASTMATH) - {"reassoc"})

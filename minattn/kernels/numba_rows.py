@@ -18,7 +18,7 @@ import functools
 import numpy as np
 
 from . import layout, threads
-from .numba_math import LOG2E, _count_nan, _exp2_shifted, _row_max, compiler
+from .numba_math import LOG2E, _count_nan, _exp_shifted, _row_max, compiler
 
 
 def _softmax_forward_kernel(x, out, empty_nan):
@@ -44,10 +44,9 @@ def _softmax_forward_kernel(x, out, empty_nan):
             continue
         scalars[0] = m if m > -np.inf else 0.0  # a row of all -inf: exp(-inf - 0) = 0
         shift = scalars[0]
-        for c in range(C):  # x - m first, then to base 2: log2(e) x could overflow (x near
-            row[c] = (x[r, c] - shift) * log2e  # finfo.min) or round off at large |x|
-        scalars[1] = 0.0
-        total = _exp2_shifted(row, scalars[1])  # row <- 2^row, and its sum
+        for c in range(C):
+            row[c] = x[r, c]
+        total = _exp_shifted(row, shift, log2e)  # row <- exp(row - m), and its sum
         scalars[1] = 1.0 / total if total > 0 else 0.0
         inv = scalars[1]
         for c in range(C):
