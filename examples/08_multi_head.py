@@ -163,7 +163,7 @@ expect("one head gives 'loan' less weight than head 1", bank_single[4] < w1[1, 4
 # 1. No: the four projections are E x E whatever H is; heads split the width, they do not
 #    add to it. (Here without bias: 4 E^2 parameters.)
 for n_heads in [1, 2, 5]:
-    count = sum(p.size for p in ma.nn.MultiHeadAttention(E, n_heads, bias=False).parameters())
+    count = sum(p.numel() for p in ma.nn.MultiHeadAttention(E, n_heads, bias=False).parameters())
     print(f"H = {n_heads}: {count} parameters")
     check(f"H = {n_heads}: 4 E^2 parameters", abs(count - 4 * E * E), 0)
 

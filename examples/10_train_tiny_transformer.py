@@ -76,7 +76,7 @@ print("target:", show(targets[0]), "  (positions", N, "onward are scored)")
 model = ma.nn.Transformer(vocab_size=VOCAB, max_len=2 * N, embed_dim=EMBED, num_heads=HEADS,
                           num_layers=LAYERS)
 optimizer = ma.optim.Adam(model.parameters(), lr=LR)
-print(f"{sum(p.size for p in model.parameters())} parameters")
+print(f"{sum(p.numel() for p in model.parameters())} parameters")
 
 
 def answer_loss(logits, targets):

@@ -18,7 +18,7 @@ from .backend import (
                       manual_seed,
                       set_default_device,
 )
-from .core import Function, Tensor, is_grad_enabled, no_grad, ones, randn, tensor, zeros
+from .core import Function, Size, Tensor, is_grad_enabled, no_grad, ones, randn, tensor, zeros
 from .gradcheck import GradcheckError, GradcheckReport, gradcheck, gradcheck_report
 from .ops import (
                       abs,
@@ -39,7 +39,7 @@ from .ops import (
 
 __version__ = "0.1.0"
 
-__all__ = ["Function", "GradcheckError", "GradcheckReport", "Tensor", "abs", "cuda_available",
+__all__ = ["Function", "GradcheckError", "GradcheckReport", "Size", "Tensor", "abs", "cuda_available",
            "default_device", "exp", "float16", "float32", "float64", "functional", "gradcheck",
            "gradcheck_report", "is_grad_enabled", "kernels", "log", "manual_seed", "matmul", "max",
            "mean", "nn", "no_grad", "ones", "ops", "optim", "randn", "relu", "reshape",

@@ -56,6 +56,13 @@ class Function:
     ...         return 3 * self.x ** 2 * dout
     """
 
+    # What backward reads of what forward saw, for the in-place check (see Tensor._version):
+    # an op that keeps its input arrays (x * y keeps both) sets saves_inputs; one that keeps
+    # its output (exp keeps exp(x)) sets saves_output. Modifying a saved array in place before
+    # backward is then an error instead of a wrong gradient.
+    saves_inputs = True
+    saves_output = False
+
     def __init__(self, **params):
         self.__dict__.update(params)
 
@@ -152,6 +159,26 @@ def _as_tensors(inputs, op: str) -> list[Tensor]:
     return tensors
 
 
+class Size(tuple):
+    """A tensor's shape: a tuple of ints, as ``torch.Size`` (``x.shape``, ``x.size()``)."""
+
+    def numel(self) -> int:
+        n = 1
+        for d in self:
+            n *= d
+        return n
+
+    def __repr__(self) -> str:
+        return f"minattn.Size({list(self)})"
+
+    def __str__(self) -> str:  # error messages say "shape (2, 3)", as a tuple reads
+        return tuple.__repr__(self)
+
+    def __getitem__(self, index):
+        item = super().__getitem__(index)
+        return Size(item) if isinstance(index, slice) else item
+
+
 class Tensor:
     """An n-dimensional array that can record how it was computed and differentiate it."""
 
@@ -183,14 +210,33 @@ class Tensor:
         self._requires_grad = bool(value)
 
     # -- what it is -----------------------------------------------------------------------
-    shape = property(lambda self: tuple(self.data.shape))
+    shape = property(lambda self: Size(self.data.shape))
     ndim = property(lambda self: self.data.ndim)
-    size = property(lambda self: int(self.data.size))
     dtype = property(lambda self: self.data.dtype)
     device = property(lambda self: backend.device_of(self.data))
     is_leaf = property(lambda self: self._ctx is None)
 
+    def size(self, dim=None):
+        """The shape, as ``torch.Tensor.size``: ``x.size()`` is a Size (a tuple), ``x.size(-1)``
+        one length. (NumPy's ``.size``, the element count, is ``x.numel()``.)"""
+        if dim is None:
+            return self.shape
+        if self.ndim == 0:  # as PyTorch: "dimension specified as 0 but tensor has no dimensions"
+            raise IndexError(f"size({dim!r}) of a 0-d tensor: it has no dimensions")
+        from .ops.reduce import normalize_dim
+        return self.shape[normalize_dim(dim, self.ndim, "size")]
+
+    def numel(self) -> int:
+        """The number of elements (NumPy's ``.size``)."""
+        return int(self.data.size)
+
+    def dim(self) -> int:
+        """The number of axes, as ``torch.Tensor.dim`` (also ``.ndim``)."""
+        return self.data.ndim
+
     def __len__(self) -> int:
+        if self.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
         return len(self.data)
 
     def __repr__(self) -> str:
@@ -203,7 +249,7 @@ class Tensor:
         return f"tensor({body}{extra})"
 
     def __bool__(self) -> bool:
-        if self.size != 1:
+        if self.numel() != 1:
             raise ValueError(f"the truth value of a tensor of shape {self.shape} is ambiguous")
         return bool(self.item())
 
@@ -219,7 +265,7 @@ class Tensor:
         return self.data if dtype is None else self.data.astype(dtype)
 
     def item(self):
-        if self.size != 1:
+        if self.numel() != 1:
             raise ValueError(f"item() needs a one-element tensor, got shape {self.shape}")
         return self.data.reshape(()).item()
 
@@ -244,7 +290,7 @@ class Tensor:
                                "of its graph has requires_grad=True")
         xp = backend.get_array_module(self.data)
         if grad is None:
-            if self.size != 1:
+            if self.numel() != 1:
                 raise RuntimeError(f"grad can be left out only for a one-element tensor; "
                                    f"this one has shape {self.shape}: pass backward(grad)")
             grad = xp.ones_like(self.data)

@@ -121,11 +121,11 @@ def gradcheck_report(fn, inputs, *, eps=1e-6, atol=1e-5, rtol=1e-3, mode="auto",
         outs = _outputs(fn, inputs)
     device = inputs[checked[0]].device
     upstream = [backend.to_device(rng.standard_normal(o.shape), device) for o in outs]
-    n_out = sum(o.size for o in outs)
+    n_out = sum(o.numel() for o in outs)
 
     checks = []
     for i in checked:
-        use_full = mode == "full" or (mode == "auto" and inputs[i].size * n_out <= full_limit)
+        use_full = mode == "full" or (mode == "auto" and inputs[i].numel() * n_out <= full_limit)
         check = _check_full if use_full else _check_directional
         checks.append(check(fn, inputs, i, upstream, eps, atol, rtol, rng))
     return GradcheckReport(checks, eps, atol, rtol)
@@ -137,11 +137,11 @@ def gradcheck_report(fn, inputs, *, eps=1e-6, atol=1e-5, rtol=1e-3, mode="auto",
 def _check_full(fn, inputs, i, upstream, eps, atol, rtol, rng) -> InputCheck:
     x = inputs[i]
     outs = _outputs(fn, inputs)
-    n_out = sum(o.size for o in outs)
-    numerical = np.zeros((n_out, x.size))  # (n_out, n_in): empty when either one is
+    n_out = sum(o.numel() for o in outs)
+    numerical = np.zeros((n_out, x.numel()))  # (n_out, n_in): empty when either one is
     for j, e in enumerate(_unit_vectors(x)):
         numerical[:, j] = _perturbed_outputs(fn, inputs, i, e, eps)
-    analytical = np.zeros((n_out, x.size))
+    analytical = np.zeros((n_out, x.numel()))
     for k in range(n_out):  # one backward per output element: row k of J
         analytical[k] = _vjp(inputs, i, outs, _split_onehot(k, outs))
     bad, worst = _compare(analytical, numerical, atol, rtol)
@@ -160,7 +160,7 @@ def _check_directional(fn, inputs, i, upstream, eps, atol, rtol, rng) -> InputCh
     numerical = np.array([_directional(fn, inputs, i, v, upstream, eps)])
     bad, _ = _compare(analytical, numerical, atol, rtol)
     where = None
-    if bad and x.size <= 20000:  # locate the element: the numerical u^T J_i, one by one
+    if bad and x.numel() <= 20000:  # locate the element: the numerical u^T J_i, one by one
         numerical = np.array([_directional(fn, inputs, i, e.reshape(x.shape), upstream, eps)
                               for e in _unit_vectors(x)])
         analytical = grad
@@ -244,14 +244,14 @@ def _vjp(inputs, i, outs, upstream) -> np.ndarray:
     for o, g in zip(outs, upstream):
         if o.requires_grad:
             o.backward(g, retain_graph=True)
-    grad = np.zeros(x.size) if x.grad is None else x.grad.numpy().ravel()
+    grad = np.zeros(x.numel()) if x.grad is None else x.grad.numpy().ravel()
     x.grad = None
     return grad
 
 
 def _unit_vectors(x: Tensor):
-    for j in range(x.size):
-        e = np.zeros(x.size)
+    for j in range(x.numel()):
+        e = np.zeros(x.numel())
         e[j] = 1.0
         yield e.reshape(x.shape)
 
@@ -260,20 +260,20 @@ def _split_onehot(k: int, outs) -> list:
     """The k-th unit vector of all outputs concatenated, split back into their shapes."""
     onehots, offset = [], 0
     for o in outs:
-        e = np.zeros(o.size)
-        if offset <= k < offset + o.size:
+        e = np.zeros(o.numel())
+        if offset <= k < offset + o.numel():
             e[k - offset] = 1.0
         onehots.append(backend.to_device(e.reshape(o.shape), o.device))
-        offset += o.size
+        offset += o.numel()
     return onehots
 
 
 def _locate_output(k: int, outs) -> str:
     """Name the k-th element of all outputs concatenated: 'output 1 element (0, 2)'."""
     for number, o in enumerate(outs):
-        if k < o.size:
+        if k < o.numel():
             return f"output {number} element {_unravel(k, o.shape)}"
-        k -= o.size
+        k -= o.numel()
     raise IndexError(k)
 
 

@@ -39,6 +39,21 @@ def normalize_axis(axis, ndim: int, op: str = "") -> tuple:
     return tuple(sorted(axes)) if ndim else ()
 
 
+def dim_arg(dim, axis, op: str):
+    """PyTorch's ``dim`` or its NumPy alias ``axis`` (one of the two, not both)."""
+    if axis is None:
+        return dim
+    if dim is not None:
+        raise TypeError(f"{op}: got dim={dim!r} and axis={axis!r}; they name one argument "
+                        "(dim is PyTorch's spelling, axis NumPy's): pass one")
+    return axis
+
+
+def keepdim_arg(keepdim, keepdims) -> bool:
+    """PyTorch's ``keepdim`` or its NumPy alias ``keepdims``."""
+    return bool(keepdim if keepdims is None else keepdims)
+
+
 def expand(dout, axes: tuple, keepdims: bool):
     """Reinsert the reduced axes as size 1, so dout broadcasts against the input."""
     if keepdims:
@@ -91,16 +106,17 @@ class Max(Function):
         return is_max * (expand(dout, self.axes, self.keepdims) / ties)
 
 
-def sum(x, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001 - NumPy's name
-    """Sum over ``axis`` (an int, a tuple, or None for all), as ``numpy.sum``."""
-    return Sum.apply(x, axis=axis, keepdims=keepdims)
+def sum(x, dim=None, keepdim: bool = False, *, axis=None, keepdims=None) -> Tensor:  # noqa: A001
+    """Sum over ``dim`` (an int, a tuple, or None for all), as ``torch.sum``; ``axis`` and
+    ``keepdims`` are NumPy's spellings of ``dim`` and ``keepdim``."""
+    return Sum.apply(x, axis=dim_arg(dim, axis, "sum"), keepdims=keepdim_arg(keepdim, keepdims))
 
 
-def mean(x, axis=None, keepdims: bool = False) -> Tensor:
-    """Mean over ``axis`` (an int, a tuple, or None for all), as ``numpy.mean``."""
-    return Mean.apply(x, axis=axis, keepdims=keepdims)
+def mean(x, dim=None, keepdim: bool = False, *, axis=None, keepdims=None) -> Tensor:
+    """Mean over ``dim`` (an int, a tuple, or None for all), as ``torch.mean``."""
+    return Mean.apply(x, axis=dim_arg(dim, axis, "mean"), keepdims=keepdim_arg(keepdim, keepdims))
 
 
-def max(x, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001 - NumPy's name
-    """Largest value over ``axis``; tied maxima share the gradient equally."""
-    return Max.apply(x, axis=axis, keepdims=keepdims)
+def max(x, dim=None, keepdim: bool = False, *, axis=None, keepdims=None) -> Tensor:  # noqa: A001
+    """Largest value over ``dim``; tied maxima share the gradient equally."""
+    return Max.apply(x, axis=dim_arg(dim, axis, "max"), keepdims=keepdim_arg(keepdim, keepdims))

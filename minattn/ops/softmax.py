@@ -25,7 +25,7 @@ import numbers
 
 from .. import backend, kernels
 from ..core import Function, Tensor, _as_tensors, check_float
-from .reduce import normalize_dim
+from .reduce import dim_arg, normalize_dim
 
 
 def softmax_rows(x, out=None, empty_rows: str = "nan"):
@@ -124,8 +124,9 @@ class LogSoftmax(Function):
         return dout - xp.exp(self.out) * total
 
 
-def softmax(x, axis: int = -1) -> Tensor:
-    """Softmax along ``axis``: entries in (0, 1] that sum to 1.
+def softmax(x, dim: int | None = None, *, axis: int | None = None) -> Tensor:
+    """Softmax along ``dim`` (``axis``, NumPy's word, is an alias; default -1): entries in
+    (0, 1] that sum to 1.
 
     >>> p = softmax(ma.tensor([[1.0, 2.0, 3.0]]))      # ma.functional.softmax, x.softmax()
     >>> p.sum(axis=-1).item()
@@ -134,10 +135,10 @@ def softmax(x, axis: int = -1) -> Tensor:
     if not isinstance(x, Tensor):  # a list or array: what dtype it has decides the check below
         (x,) = _as_tensors([x], "softmax")
     check_float(x, "softmax")  # as PyTorch: no softmax of integers ("not implemented for 'Long'")
-    return Softmax.apply(x, axis=axis)
+    return Softmax.apply(x, axis=_softmax_dim(dim, axis, "softmax"))
 
 
-def log_softmax(x, axis: int = -1) -> Tensor:
+def log_softmax(x, dim: int | None = None, *, axis: int | None = None) -> Tensor:
     """log(softmax(x)) along ``axis``, computed as x - logsumexp(x) (no log of 0).
 
     >>> logp = log_softmax(ma.tensor([1e4, 0.0]))      # [0, -1e4]: finite, unlike log(softmax)
@@ -145,7 +146,14 @@ def log_softmax(x, axis: int = -1) -> Tensor:
     if not isinstance(x, Tensor):
         (x,) = _as_tensors([x], "log_softmax")
     check_float(x, "log_softmax")
-    return LogSoftmax.apply(x, axis=axis)
+    return LogSoftmax.apply(x, axis=_softmax_dim(dim, axis, "log_softmax"))
+
+
+def _softmax_dim(dim, axis, op: str) -> int:
+    """dim or axis; neither means the last axis (PyTorch warns and guesses; -1 is its guess
+    for every tensor of 2 or more axes)."""
+    dim = dim_arg(dim, axis, op)
+    return -1 if dim is None else dim
 
 
 # -- composed twins: the same functions from primitive ops; autograd derives the backward --
