@@ -8,7 +8,7 @@
 (4, 8)
 """
 
-from . import functional, kernels, nn, ops, optim, viz
+from . import creation, cuda, functional, kernels, nn, ops, optim, viz
 from .backend import (
                       cuda_available,
                       default_device,
@@ -19,29 +19,15 @@ from .backend import (
                       set_default_device,
 )
 from .core import Function, Size, Tensor, is_grad_enabled, no_grad, ones, randn, tensor, zeros
+from .creation import *  # noqa: F403 - arange, full, eye, long, ...
 from .gradcheck import GradcheckError, GradcheckReport, gradcheck, gradcheck_report
-from .ops import (
-                      abs,
-                      exp,
-                      log,
-                      matmul,
-                      max,
-                      mean,
-                      relu,
-                      reshape,
-                      sqrt,
-                      sum,
-                      swapaxes,
-                      tanh,
-                      transpose,
-                      where,
-)
+from .ops import *  # noqa: F403 - sum, matmul, where, ...: every op of minattn.ops
 
 __version__ = "0.1.0"
 
-__all__ = ["Function", "GradcheckError", "GradcheckReport", "Size", "Tensor", "abs", "cuda_available",
-           "default_device", "exp", "float16", "float32", "float64", "functional", "gradcheck",
-           "gradcheck_report", "is_grad_enabled", "kernels", "log", "manual_seed", "matmul", "max",
-           "mean", "nn", "no_grad", "ones", "ops", "optim", "randn", "relu", "reshape",
-           "set_default_device", "sqrt", "sum", "swapaxes", "tanh", "tensor", "transpose", "viz",
-           "where", "zeros"]
+__all__ = sorted({"Function", "GradcheckError", "GradcheckReport", "Size", "Tensor",
+                  "cuda_available", "default_device", "float16", "float32", "float64",
+                  "functional", "gradcheck", "gradcheck_report", "is_grad_enabled", "kernels",
+                  "manual_seed", "nn", "no_grad", "ones", "ops", "optim", "randn",
+                  "set_default_device", "tensor", "viz", "zeros", "cuda", *ops.__all__,
+                  *creation.__all__} - {"unbroadcast"})

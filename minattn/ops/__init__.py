@@ -1,11 +1,26 @@
-"""Primitive differentiable ops: one Function per op, forward and backward side by side."""
+"""Primitive differentiable ops: one Function per op, forward and backward side by side.
 
-from .arithmetic import add, div, eq, ge, gt, le, lt, mul, ne, neg, pow, sub, unbroadcast, where
-from .elementwise import abs, exp, log, relu, sqrt, tanh
+Each module lists its public functions in ``__all__`` and the ones that are also Tensor
+methods in ``TENSOR_METHODS`` (``x.sum(-1)`` is ``sum(x, -1)``); importing this package
+attaches those methods and the operators to Tensor.
+"""
+
+import importlib
+
+from .arithmetic import *  # noqa: F403
+from .arithmetic import add, div, eq, ge, gt, le, lt, mul, ne, neg, pow, sub
+from .elementwise import *  # noqa: F403
+from .matmul import *  # noqa: F403
 from .matmul import matmul
-from .reduce import max, mean, sum
-from .shape import astype, getitem, reshape, swapaxes, to, transpose
-from .softmax import log_softmax, softmax  # binds the names to the functions, not the module
+from .reduce import *  # noqa: F403
+from .select import *  # noqa: F403
+from .shape import *  # noqa: F403
+from .shape import getitem, transpose
+from .softmax import *  # noqa: F403 - binds the names to the functions, not the modules
+
+# the modules themselves (some share a name with a function: matmul, softmax)
+_MODULES = tuple(importlib.import_module(f"{__name__}.{name}") for name in (
+    "arithmetic", "elementwise", "matmul", "reduce", "select", "shape", "softmax"))
 
 
 def _attach_to_tensor() -> None:
@@ -13,9 +28,9 @@ def _attach_to_tensor() -> None:
     ``transpose(x)``, and the reflected operators (``2 * x``) swap their arguments."""
     from ..core import Tensor
 
-    for name in ("sum", "mean", "max", "exp", "log", "sqrt", "tanh", "abs", "relu", "reshape",
-                 "transpose", "swapaxes", "to", "astype", "softmax", "log_softmax"):
-        setattr(Tensor, name, globals()[name])
+    for module in _MODULES:
+        for name, fn in getattr(module, "TENSOR_METHODS", {}).items():
+            setattr(Tensor, name, fn)
     for name, op in [("add", add), ("sub", sub), ("mul", mul), ("truediv", div), ("pow", pow),
                      ("matmul", matmul)]:
         setattr(Tensor, f"__{name}__", op)
@@ -28,7 +43,4 @@ def _attach_to_tensor() -> None:
 
 _attach_to_tensor()
 
-__all__ = ["abs", "add", "astype", "div", "eq", "exp", "ge", "getitem", "gt", "le", "log",
-           "log_softmax", "lt", "matmul", "max", "mean", "mul", "ne", "neg", "pow", "relu",
-           "reshape", "softmax", "sqrt", "sub", "sum", "swapaxes", "tanh", "to", "transpose",
-           "unbroadcast", "where"]
+__all__ = sorted({name for module in _MODULES for name in module.__all__})

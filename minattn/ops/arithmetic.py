@@ -204,3 +204,7 @@ def _compare(name: str):
 lt, le, gt, ge = _compare("less"), _compare("less_equal"), _compare("greater"), \
     _compare("greater_equal")
 eq, ne = _compare("equal"), _compare("not_equal")
+
+
+__all__ = ["add", "div", "eq", "ge", "gt", "le", "lt", "mul", "ne", "neg", "pow", "sub",
+           "unbroadcast", "where"]

@@ -97,3 +97,7 @@ def abs(x) -> Tensor:  # noqa: A001 - the function's name
 def relu(x) -> Tensor:
     """max(x, 0) elementwise."""
     return ReLU.apply(x)
+
+
+__all__ = ["abs", "exp", "log", "relu", "sqrt", "tanh"]
+TENSOR_METHODS = {name: globals()[name] for name in __all__}  # x.exp() is exp(x)

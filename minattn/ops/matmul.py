@@ -89,3 +89,6 @@ def matmul(a, b) -> Tensor:
     if a.ndim > 2 and b.ndim > 2:
         check_broadcast("matmul (batch axes)", a.shape[:-2], b.shape[:-2])
     return MatMul.apply(a, b)
+
+
+__all__ = ["matmul"]

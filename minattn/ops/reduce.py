@@ -120,3 +120,7 @@ def mean(x, dim=None, keepdim: bool = False, *, axis=None, keepdims=None) -> Ten
 def max(x, dim=None, keepdim: bool = False, *, axis=None, keepdims=None) -> Tensor:  # noqa: A001
     """Largest value over ``dim``; tied maxima share the gradient equally."""
     return Max.apply(x, axis=dim_arg(dim, axis, "max"), keepdims=keepdim_arg(keepdim, keepdims))
+
+
+__all__ = ["max", "mean", "sum"]
+TENSOR_METHODS = {name: globals()[name] for name in __all__}

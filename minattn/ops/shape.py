@@ -153,3 +153,8 @@ def astype(x, dtype) -> Tensor:
     """Cast to another dtype (differentiable; the gradient comes back in the old dtype)."""
     dtype = backend.resolve_dtype(dtype)
     return x if x.dtype == dtype else AsType.apply(x, dtype=dtype)
+
+
+__all__ = ["astype", "getitem", "reshape", "swapaxes", "to", "transpose"]
+TENSOR_METHODS = {name: globals()[name] for name in ("astype", "reshape", "swapaxes", "to",
+                                                     "transpose")}

@@ -170,3 +170,7 @@ def log_softmax_composed(x: Tensor, axis: int = -1) -> Tensor:
     """log_softmax as (x - c) - log(sum(exp(x - c))) from primitive ops, c = max(x) detached."""
     shifted = x - x.max(axis=axis, keepdims=True).detach()
     return shifted - shifted.exp().sum(axis=axis, keepdims=True).log()
+
+
+__all__ = ["log_softmax", "softmax"]
+TENSOR_METHODS = {"softmax": softmax, "log_softmax": log_softmax}
