@@ -100,9 +100,31 @@ LAYER_CASES = [
 ]
 
 
+# -- PyTorch's views and shapes (ops/shape.py) ---------------------------------------------------
+
+SHAPE_CASES: list = []
+
+
+# -- selection, math and the reductions PyTorch has (ops/select.py, elementwise, reduce, matmul) --
+
+SELECT_CASES: list = []
+
+
+# -- the layers and losses of nn.functional -------------------------------------------------------
+
+NN_CASES: list = []
+
+
+# -- in-place ops and item assignment (core.py) ---------------------------------------------------
+
+INPLACE_CASES: list = []
+
+
 def all_cases() -> list:
-    """The primitive ops, then softmax, cross-entropy and attention, then the layers."""
-    return CASES + ATTENTION_CASES + LAYER_CASES
+    """The primitive ops, then softmax, cross-entropy and attention, then the layers, then the
+    PyTorch surface: views, selection and math, nn.functional, in-place ops."""
+    return (CASES + ATTENTION_CASES + LAYER_CASES + SHAPE_CASES + SELECT_CASES + NN_CASES
+            + INPLACE_CASES)
 
 
 def run_all(seed: int = 0, device=None) -> list[dict]:
