@@ -273,6 +273,19 @@ class Tensor:
         """The same data, cut from the graph."""
         return Tensor(self.data)
 
+    # -- in-place (first cut: plain writes; the version check comes with the in-place ops) --
+    def copy_(self, src) -> Tensor:
+        """Write src (a tensor, array or number, broadcast to this shape) into this tensor."""
+        src = src.data if isinstance(src, Tensor) else src
+        self.data[...] = src
+        return self
+
+    def fill_(self, value) -> Tensor:
+        return self.copy_(value)
+
+    def zero_(self) -> Tensor:
+        return self.copy_(0)
+
     def retain_grad(self) -> None:
         """Keep .grad on this non-leaf tensor after backward (leaves always keep it)."""
         self._retain_grad = True
