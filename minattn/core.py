@@ -81,11 +81,42 @@ class Function:
         needs_grad = (is_grad_enabled() and backend.is_float(out.dtype)
                       and any(t.requires_grad for t in tensors))
         result = Tensor(out, requires_grad=needs_grad)
+        base = _viewed(out, tensors)
+        if base is not None:  # a view (reshape, transpose, x[1:]): one memory, one version
+            result._versions = base._versions
+            result._base = base if base._base is None else base._base
         if needs_grad:  # keep the graph: this Function, its inputs, what forward saved
             fn.inputs = tensors
+            fn.input_nodes = tuple(t._ctx for t in tensors)  # who made each input, now
             fn.needs_input_grad = tuple(t.requires_grad for t in tensors)
+            saved = list(tensors) if cls.saves_inputs else []
+            fn.saved_versions = [(t, t._versions, t._versions[0])
+                                 for t in saved + ([result] if cls.saves_output else [])]
             result._ctx = fn
         return result
+
+    def check_saved_versions(self) -> None:
+        """PyTorch's in-place check: an array this op saved for backward was changed since."""
+        for t, versions, seen in self.saved_versions:
+            if versions[0] != seen:
+                positions = [i for i, x in enumerate(self.inputs) if x is t]
+                what = f"input {positions[0]}" if positions else "output"
+                raise RuntimeError(
+                    f"one of the tensors needed for gradient computation has been modified by "
+                    f"an inplace operation: the {what} of {type(self).__name__}, "
+                    f"{describe(t)}, is at version {versions[0]}; expected version {seen} "
+                    "instead. Modify a copy (x.clone()) or do the in-place op after backward()")
+
+
+def _viewed(out, tensors):
+    """The input whose memory the output array shares (a view of it), else None."""
+    if getattr(out, "base", None) is None:
+        return None
+    xp = backend.get_array_module(out)
+    for t in tensors:
+        if t.data.size and out.size and xp.may_share_memory(out, t.data):
+            return t
+    return None
 
 
 def constant_array(value, device: str, op: str, name: str, other: str):
@@ -185,9 +216,24 @@ class Tensor:
     __array_priority__ = 1000  # ndarray + Tensor calls Tensor.__radd__, not NumPy's add
     __hash__ = object.__hash__  # == is elementwise, so hash by identity as PyTorch does
 
-    def __init__(self, data, requires_grad: bool = False):
-        if isinstance(data, Tensor):
-            data = data.data
+    def __init__(self, *data, requires_grad: bool = False):
+        """``Tensor(array)`` wraps a NumPy or CuPy array as it is (its dtype, its memory);
+        as in PyTorch, ``Tensor([1, 2])`` is a float tensor of that data and ``Tensor(2, 3)``
+        a float tensor of that shape (zeros: PyTorch leaves it uninitialized)."""
+        if len(data) == 1 and isinstance(data[0], Tensor):
+            data = data[0].data
+        elif len(data) == 1 and _is_backend_array(data[0]):
+            data = data[0]
+        elif data and all(isinstance(n, int) and not isinstance(n, bool) for n in data) \
+                or (len(data) == 1 and isinstance(data[0], Size)):
+            data = backend.xp_for(backend.default_device()).zeros(
+                check_shape(tuple(data[0]) if isinstance(data[0], Size) else data, "Tensor"),
+                dtype=backend.DEFAULT_DTYPE)
+        elif len(data) == 1:  # a list or number: PyTorch's Tensor is a float tensor
+            data = backend.as_array(data[0], dtype=backend.DEFAULT_DTYPE) \
+                if not backend.is_number(data[0]) else backend.as_array(data[0])
+        else:
+            data = backend.as_array([], dtype=backend.DEFAULT_DTYPE)  # Tensor(): empty
         if _is_backend_array(data):
             backend.check_numeric(data)  # no tensors of strings or objects
             self.data = data
@@ -196,6 +242,10 @@ class Tensor:
         self.grad: Tensor | None = None
         self._ctx: Function | None = None  # the Function that produced this tensor
         self._retain_grad = False
+        # How many times its memory was written in place: a one-element list that every view
+        # of the same memory shares (x, x.T, x[0]), as PyTorch's version counter.
+        self._versions = [0]
+        self._base: Tensor | None = None  # the tensor this one is a view of
         self.requires_grad = requires_grad
 
     @property
@@ -253,6 +303,46 @@ class Tensor:
             raise ValueError(f"the truth value of a tensor of shape {self.shape} is ambiguous")
         return bool(self.item())
 
+    def __format__(self, spec: str) -> str:
+        """f"{t:.4f}" formats a one-element tensor as its number (as PyTorch)."""
+        if self.numel() == 1 and spec:
+            return format(self.item(), spec)
+        if spec:
+            raise TypeError(f"unsupported format string {spec!r} for a tensor of shape "
+                            f"{self.shape}: only one-element tensors format as numbers")
+        return str(self)
+
+    def __index__(self) -> int:
+        """A one-element integer tensor is an index: ``range(t)``, ``xs[t]``, ``[0] * t``."""
+        if self.numel() != 1 or self.dtype.kind not in "iub":
+            raise TypeError(f"only integer tensors of a single element can be converted to an "
+                            f"index, got {describe(self)}")
+        return int(self.item())
+
+    def __int__(self) -> int:
+        return int(self._one_number("int"))
+
+    def __float__(self) -> float:
+        return float(self._one_number("float"))
+
+    def _one_number(self, what: str):
+        if self.numel() != 1:
+            raise ValueError(f"{what}() of a tensor of shape {self.shape}: only one-element "
+                             "tensors can be converted to Python scalars")
+        return self.item()
+
+    def __getattr__(self, name: str):
+        """Reached only when a name is not found: PyTorch's methods minattn lacks say so."""
+        if name.startswith("_"):
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        raise AttributeError(f"minattn has no torch.Tensor.{name}; see the PyTorch page of "
+                             "the docs")
+
+    @property
+    def grad_fn(self):
+        """The Function that made this tensor (None for a leaf), as PyTorch's ``grad_fn``."""
+        return self._ctx
+
     def numpy(self):
         """A host NumPy copy of the data (never a view that could change under you)."""
         return backend.to_numpy(self.data)
@@ -270,25 +360,76 @@ class Tensor:
         return self.data.reshape(()).item()
 
     def detach(self) -> Tensor:
-        """The same data, cut from the graph."""
-        return Tensor(self.data)
+        """The same data (one memory, one version counter), cut from the graph."""
+        out = Tensor(self.data)
+        out._versions = self._versions
+        out._base = self if self._base is None else self._base
+        return out
 
-    # -- in-place (first cut: plain writes; the version check comes with the in-place ops) --
-    def copy_(self, src) -> Tensor:
-        """Write src (a tensor, array or number, broadcast to this shape) into this tensor."""
-        src = src.data if isinstance(src, Tensor) else src
-        self.data[...] = src
+    # -- in-place: the machinery; the ops (add_, t[i] = v, copy_, ...) are in ops/inplace.py --
+    def _inplace(self, name: str, op, *args, **kwargs) -> Tensor:
+        """self = op(self, *args) in place, with PyTorch's rules.
+
+        Recording gradients, the old value becomes an input of op (a copy of it: op's
+        backward may read it, and this memory is about to be overwritten) and this tensor
+        becomes op's output, so the chain rule runs through the in-place op. Without a graph,
+        the result is only written over the old values. Either way the version counter goes
+        up, so a backward that saved this memory fails instead of using the new values.
+        """
+        tracking = is_grad_enabled() and (self.requires_grad or any(
+            isinstance(a, Tensor) and a.requires_grad for a in args))
+        if not tracking:
+            with no_grad():
+                result = op(self, *args, **kwargs)
+            self._write(name, result.data)
+            return self
+        if self.requires_grad and self._ctx is None:
+            raise RuntimeError(f"{name}: a leaf tensor that requires grad ({describe(self)}) "
+                               "cannot be modified in place while gradients are recorded; do "
+                               "it inside `with ma.no_grad():` (as an optimizer step does), or "
+                               "on a copy (x.clone())")
+        if self._base is not None:
+            raise RuntimeError(f"{name}: this {describe(self)} is a view of another tensor "
+                               "(a slice, reshape or transpose of it); minattn does not record "
+                               "in-place ops on views (PyTorch does): use an out-of-place op "
+                               "(y = y + 1) or modify a copy (y = y.clone())")
+        old = Tensor(self.data.copy(), requires_grad=self.requires_grad)  # the value before
+        old._ctx = self._ctx  # ... and its place in the graph
+        result = op(old, *args, **kwargs)
+        self._write(name, result.data)
+        self._ctx, self.requires_grad = result._ctx, result.requires_grad
         return self
 
-    def fill_(self, value) -> Tensor:
-        return self.copy_(value)
+    def _write(self, name: str, values) -> None:
+        """Write an array over this tensor's memory (broadcast, cast) and count the version."""
+        xp = backend.get_array_module(self.data)
+        if tuple(values.shape) != self.shape:
+            try:
+                values = xp.broadcast_to(values, self.shape)
+            except ValueError:
+                raise RuntimeError(f"{name}: the result has shape {tuple(values.shape)}, which "
+                                   f"does not fit this tensor's shape {self.shape}: an in-place "
+                                   "op cannot change the shape") from None
+        casting = "unsafe" if name in ("setitem", "copy_") else "same_kind"  # as PyTorch's
+        if not xp.can_cast(values.dtype, self.dtype, casting):
+            raise RuntimeError(f"{name}: result type {values.dtype} can't be cast to this "
+                               f"tensor's dtype {self.dtype} (in-place ops keep the dtype)")
+        if not self.data.flags.writeable:
+            raise RuntimeError(f"{name}: this {describe(self)} is a read-only view (expand and "
+                               "broadcast views repeat one element); clone() it first")
+        self.data[...] = values
+        self._versions[0] += 1
 
-    def zero_(self) -> Tensor:
-        return self.copy_(0)
+    @property
+    def _version(self) -> int:
+        """How many in-place writes this tensor's memory has had (PyTorch's ``_version``)."""
+        return self._versions[0]
 
     def retain_grad(self) -> None:
         """Keep .grad on this non-leaf tensor after backward (leaves always keep it)."""
         self._retain_grad = True
+        if self._ctx is not None:
+            self._ctx.retained = self
 
     # -- the chain rule -------------------------------------------------------------------
     def backward(self, grad=None, retain_graph: bool = False) -> None:
@@ -317,61 +458,76 @@ class Tensor:
                                 f"{describe(grad)}; the tensor is {describe(self)}")
             grad = grad.astype(self.dtype, copy=False)
 
-        grads = {id(self): grad}  # dL/dt for every tensor t reached so far
-        for t in reversed(_topological_order(self)):
-            dout = grads.pop(id(t), None)
-            if dout is None:  # every path to t returned None: no gradient reaches it
+        if self._ctx is None:  # a leaf: d(self)/d(self) . grad is grad
+            with _accumulating:
+                self.grad = Tensor(grad.copy() if self.grad is None else self.grad.data + grad)
+            return
+        # The graph's nodes are the Functions (a tensor modified in place is the output of a
+        # new Function, and the ops that read its old value still point at the old one).
+        grads = {id(self._ctx): grad}  # dL/d(output of fn) for every Function fn reached so far
+        leaves = {}  # id(leaf) -> [leaf, dL/d(leaf)]
+        for fn in _topological_order(self._ctx):
+            dout = grads.pop(id(fn), None)
+            if dout is None:  # every path to fn returned None: no gradient reaches it
                 continue
-            if t._ctx is None or t._retain_grad:  # .grad += dout, one thread at a time
+            retained = getattr(fn, "retained", None)  # its output asked for retain_grad()
+            if retained is not None:
                 with _accumulating:
-                    t.grad = Tensor(dout.copy() if t.grad is None else t.grad.data + dout)
-            fn = t._ctx
-            if fn is None:
-                continue
+                    retained.grad = Tensor(dout.copy() if retained.grad is None
+                                           else retained.grad.data + dout)
             if getattr(fn, "inputs", None) is None:
                 raise RuntimeError("trying to backward through the graph a second time: its "
                                    "saved buffers were freed; use backward(retain_graph=True)")
+            fn.check_saved_versions()
             dins = fn.backward(dout)
             dins = dins if isinstance(dins, tuple) else (dins,)
             if len(dins) != len(fn.inputs):
                 raise RuntimeError(f"{type(fn).__name__}.backward returned {len(dins)} "
                                    f"gradient(s) for {len(fn.inputs)} input(s)")
-            for x, dx in zip(fn.inputs, dins):
-                if dx is None or not x.requires_grad:
+            for x, node, wanted, dx in zip(fn.inputs, fn.input_nodes, fn.needs_input_grad, dins):
+                if dx is None or not wanted:
                     continue
                 dx = backend.get_array_module(dx).asarray(dx)  # a NumPy scalar -> array
                 if tuple(dx.shape) != x.shape:
                     raise RuntimeError(f"{type(fn).__name__}.backward returned a gradient of "
                                        f"shape {tuple(dx.shape)} for an input of shape {x.shape}")
                 dx = dx.astype(x.dtype, copy=False)
-                if id(x) in grads:  # fan-out: the gradients of every path add up
-                    dx = kernels.array_module(dx).add(grads[id(x)], dx)  # grads[x] + dx
-                grads[id(x)] = dx
+                if node is None:  # a leaf
+                    if id(x) in leaves:  # fan-out: the gradients of every path add up
+                        dx = kernels.array_module(dx).add(leaves[id(x)][1], dx)
+                    leaves[id(x)] = [x, dx]
+                    continue
+                if id(node) in grads:  # fan-out: the gradients of every path add up
+                    dx = kernels.array_module(dx).add(grads[id(node)], dx)  # grads[x] + dx
+                grads[id(node)] = dx
             if not retain_graph:
                 fn.__dict__.clear()  # free the saved arrays; marks the node as used
-                fn.inputs = None
+                fn.inputs, fn.input_nodes = None, ()
+        for x, dx in leaves.values():  # .grad += dL/dx, one thread at a time
+            with _accumulating:
+                x.grad = Tensor(dx.copy() if x.grad is None else x.grad.data + dx)
 
 
-def _topological_order(root: Tensor) -> list[Tensor]:
-    """Every tensor that root depends on, each after all of its inputs (iterative DFS).
+def _topological_order(root: Function) -> list[Function]:
+    """Every Function that root depends on, each before all of its inputs' Functions.
 
-    A tensor is appended only once all of its inputs have been appended (post-order), so
-    walking the list backwards visits each node after every node that consumes it.
+    Iterative DFS in post-order (a Function is appended once all the Functions that made its
+    inputs are), reversed: walking the list visits each node after every node that consumes it.
     """
     order, visited, stack = [], set(), [(root, False)]
     while stack:
-        t, inputs_done = stack.pop()
+        fn, inputs_done = stack.pop()
         if inputs_done:
-            order.append(t)
+            order.append(fn)
             continue
-        if id(t) in visited:
+        if id(fn) in visited:
             continue
-        visited.add(id(t))
-        stack.append((t, True))
-        for x in (t._ctx.inputs or ()) if t._ctx is not None else ():
-            if x.requires_grad and id(x) not in visited:
-                stack.append((x, False))
-    return order
+        visited.add(id(fn))
+        stack.append((fn, True))
+        for node in getattr(fn, "input_nodes", ()):
+            if node is not None and id(node) not in visited:
+                stack.append((node, False))
+    return order[::-1]
 
 
 def _is_backend_array(x) -> bool:

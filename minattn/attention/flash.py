@@ -210,6 +210,8 @@ class FlashAttention(Function):
     the "fused" implementation.
     """
 
+    saves_output = True  # the backward reads out (with q, k, v and the row statistics)
+
     def forward(self, q, k, v):
         self.batch = tuple(backend.np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2]))
         self.shapes = q.shape, k.shape, v.shape

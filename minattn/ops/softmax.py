@@ -88,6 +88,8 @@ def _back(y, axis: int, shape: tuple):
 class Softmax(Function):
     """y = exp(x - max x) / sum(exp(x - max x)) along ``axis``."""
 
+    saves_inputs, saves_output = False, True  # backward reads y, never x
+
     def forward(self, x):
         self.axis = _check_axis(x, self.axis, "softmax")
         y = kernels.run(softmax_rows, _last(x, self.axis))  # the rows' softmax (fast twin if any)
@@ -105,6 +107,8 @@ class Softmax(Function):
 
 class LogSoftmax(Function):
     """y = x - max x - log(sum(exp(x - max x))) along ``axis`` (log-sum-exp, stable)."""
+
+    saves_inputs, saves_output = False, True  # backward reads y, never x
 
     def forward(self, x):
         xp = backend.get_array_module(x)
