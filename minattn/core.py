@@ -89,11 +89,15 @@ class Function:
             fn.inputs = tensors
             fn.input_nodes = tuple(t._ctx for t in tensors)  # who made each input, now
             fn.needs_input_grad = tuple(t.requires_grad for t in tensors)
-            saved = list(tensors) if cls.saves_inputs else []
-            fn.saved_versions = [(t, t._versions, t._versions[0])
-                                 for t in saved + ([result] if cls.saves_output else [])]
+            saved = fn.saved_inputs(tensors) + ([result] if cls.saves_output else [])
+            fn.saved_versions = [(t, t._versions, t._versions[0]) for t in saved]
             result._ctx = fn
         return result
+
+    def saved_inputs(self, inputs) -> list:
+        """The inputs whose arrays backward will read (all of them if ``saves_inputs``); an
+        op whose gradients need only some of them says which (x * 2 reads no x)."""
+        return list(inputs) if self.saves_inputs else []
 
     def check_saved_versions(self) -> None:
         """PyTorch's in-place check: an array this op saved for backward was changed since."""

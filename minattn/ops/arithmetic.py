@@ -81,6 +81,10 @@ class Sub(Function):
 
 
 class Mul(Function):
+    def saved_inputs(self, inputs):  # da reads b, db reads a
+        a, b = inputs
+        return [t for t, other in ((a, b), (b, a)) if other.requires_grad]
+
     def forward(self, a, b):
         check_broadcast("mul", a.shape, b.shape)
         self.a, self.b = a, b
@@ -98,6 +102,10 @@ class Mul(Function):
 
 
 class Div(Function):
+    def saved_inputs(self, inputs):  # da reads b; db reads a and b
+        a, b = inputs
+        return [b, a] if b.requires_grad else [b]
+
     def forward(self, a, b):
         check_broadcast("div", a.shape, b.shape)
         self.a, self.b = a, b

@@ -117,7 +117,24 @@ NN_CASES: list = []
 
 # -- in-place ops and item assignment (core.py) ---------------------------------------------------
 
-INPLACE_CASES: list = []
+def _setitem(x, v):
+    y = x * 1.0
+    y[1:3] = v  # (2, 3) rows from a (3,) value
+    return y
+
+
+def _copy(x, v):
+    y = x * 1.0
+    y.copy_(v)
+    return y
+
+
+INPLACE_CASES = [
+    ("setitem", _setitem, [(4, 3), (3,)]),
+    ("copy_", _copy, [(2, 3), (3,)]),
+    ("remainder", lambda a, b: a % (b * b + 0.5), [(3, 4), (3, 4)]),
+    ("clone", lambda x: x.clone(), [(3,)]),
+]
 
 
 def all_cases() -> list:
