@@ -364,7 +364,7 @@ def transpose(x, *dims) -> Tensor:
     if not dims:
         return Transpose.apply(x, axes=None)
     if len(dims) == 2:
-        return swapaxes(x, *dims, op="transpose")
+        return _swap(x, *dims, op="transpose")
     perm = tuple(_dim(d, x.ndim, "transpose") for d in dims)
     if sorted(perm) != list(range(x.ndim)):
         raise ValueError(f"transpose: dims {dims} are not a permutation of the {x.ndim} axes "
@@ -372,21 +372,25 @@ def transpose(x, *dims) -> Tensor:
     return Transpose.apply(x, axes=perm)
 
 
-def swapaxes(x, axis1: int, axis2: int, op: str = "swapaxes") -> Tensor:
-    """Exchange two axes, e.g. ``k.swapaxes(-2, -1)`` (also ``transpose`` and ``swapdims``).
-
-    A 0-d tensor has one axis to name, 0 or -1, as in PyTorch: swapping it with itself is a no-op.
-    """
-    a, b = (_dim(axis, x.ndim, op) for axis in (axis1, axis2))
+def _swap(x, dim0: int, dim1: int, op: str) -> Tensor:
+    a, b = (_dim(d, x.ndim, op) for d in (dim0, dim1))
     axes = list(range(x.ndim))
     if axes:
         axes[a], axes[b] = axes[b], axes[a]
     return Transpose.apply(x, axes=tuple(axes))
 
 
+def swapaxes(x, axis1: int, axis2: int) -> Tensor:
+    """Exchange two axes, e.g. ``k.swapaxes(-2, -1)`` (also ``transpose`` and ``swapdims``).
+
+    A 0-d tensor has one axis to name, 0 or -1, as in PyTorch: swapping it with itself is a no-op.
+    """
+    return _swap(x, axis1, axis2, "swapaxes")
+
+
 def swapdims(x, dim0: int, dim1: int) -> Tensor:
     """PyTorch's other name for swapaxes."""
-    return swapaxes(x, dim0, dim1, op="swapdims")
+    return _swap(x, dim0, dim1, "swapdims")
 
 
 def permute(x, *dims) -> Tensor:
@@ -414,7 +418,7 @@ def _mT(x) -> Tensor:
     if x.ndim < 2:
         raise RuntimeError(f"tensor.mT is only supported on matrices or batches of matrices; got "
                            f"a {x.ndim}-D tensor of shape {x.shape}")
-    return swapaxes(x, -2, -1, op="mT")
+    return _swap(x, -2, -1, "mT")
 
 
 # -- stretching and copying: expand, repeat, repeat_interleave, flip ---------------------------
@@ -498,6 +502,7 @@ def repeat_interleave(x, repeats=None, dim=None, *, axis=None, output_size=None)
                                f"(shape {x.shape})")
         if bool((counts < 0).any()):
             raise RuntimeError("repeat_interleave: repeats must be non-negative")
+        counts = backend.to_numpy(counts).tolist()  # host ints: what NumPy and CuPy's repeat take
     if x.ndim == 0:
         x = reshape(x, 1)
     out = RepeatInterleave.apply(x, repeats=counts, dim=d)
@@ -566,8 +571,10 @@ def split(x, split_size_or_sections, dim=None, *, axis=None) -> tuple:
         if size == 0 and n > 0:
             raise RuntimeError(f"split: split_size can only be 0 if the dimension size is 0, "
                                f"but dim {d} has size {n}")
-        sizes = [size] * (n // size) + ([n % size] if n % size else []) if size else []
-        sizes = sizes or [n]  # an empty dim gives one empty piece, as PyTorch
+        if size == 0:
+            sizes = [0]  # an empty dim cut into empty pieces: one piece, as PyTorch
+        else:
+            sizes = [size] * (n // size) + ([n % size] if n % size else []) or [0]
     else:
         sizes = [_index(s, "split", "a split size") for s in split_size_or_sections]
         if any(s < 0 for s in sizes) or sum(sizes) != n:
