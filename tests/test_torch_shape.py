@@ -403,3 +403,28 @@ def test_shape_cases_of_minattn_gradcheck_pass():
                                  RepeatInterleave, Cat, Stack])
 def test_shape_functions_save_no_input_arrays(cls):
     assert cls.saves_inputs is False
+
+
+def _nanogpt_heads(lib, qkv, n_head: int):
+    """nanoGPT's CausalSelfAttention reshapes, word for word (the softmax left out)."""
+    B, T, C3 = qkv.size()
+    C = C3 // 3
+    q, k, v = qkv.split(C, dim=2)
+    k = k.view(B, T, n_head, C // n_head).transpose(1, 2)  # (B, nh, T, hs)
+    q = q.view(B, T, n_head, C // n_head).transpose(1, 2)  # (B, nh, T, hs)
+    v = v.view(B, T, n_head, C // n_head).transpose(1, 2)  # (B, nh, T, hs)
+    att = (q @ k.transpose(-2, -1)) * (1.0 / (k.size(-1) ** 0.5))  # (B, nh, T, T)
+    y = att @ v  # (B, nh, T, hs)
+    return y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
+
+
+def test_nanogpt_head_reshapes_run_unchanged(torch, rng):
+    qkv_np = rng.standard_normal((2, 3, 12))
+    g = rng.standard_normal((2, 3, 4))
+    x = ma.tensor(qkv_np, dtype="float64", requires_grad=True)
+    tx = torch.tensor(qkv_np, requires_grad=True)
+    out, want = _nanogpt_heads(ma, x, 2), _nanogpt_heads(torch, tx, 2)
+    np.testing.assert_allclose(out.numpy(), want.detach().numpy(), rtol=1e-12, atol=1e-12)
+    out.backward(ma.tensor(g))
+    want.backward(torch.tensor(g))
+    np.testing.assert_allclose(x.grad.numpy(), tx.grad.numpy(), rtol=1e-12, atol=1e-12)

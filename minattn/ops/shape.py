@@ -515,9 +515,9 @@ def repeat_interleave(x, repeats=None, dim=None, *, axis=None, output_size=None)
 def flip(x, *dims) -> Tensor:
     """Reverse along each of ``dims``: ``x.flip(0)``, ``x.flip(0, 1)``, ``x.flip((0, 1))``; a copy,
     as PyTorch's (NumPy's flip is a view)."""
-    dims = _shape_args(dims)
-    if len(dims) == 1 and dims[0] is None:
+    if not dims or dims == (None,):
         raise TypeError("flip() needs its dims, e.g. x.flip(0) or x.flip((0, 1))")
+    dims = _shape_args(dims)
     axes = tuple(_dim(d, x.ndim, "flip") for d in dims)
     if len(set(axes)) != len(axes):
         raise RuntimeError(f"flip: dims {dims} name an axis more than once")
