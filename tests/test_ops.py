@@ -244,8 +244,8 @@ def test_bad_input_errors_name_the_shapes():
         ma.randn(2, 3) + ma.randn(4)
     with pytest.raises(ValueError, match=r"reshape: cannot view shape \(2, 3\)"):
         ma.randn(2, 3).reshape(4, 2)
-    with pytest.raises(ValueError, match="swapaxes"):
-        ma.randn(2, 3, 4).transpose(-1, -2)
+    with pytest.raises(ValueError, match="not a permutation"):  # two dims swap (PyTorch)
+        ma.randn(2, 3, 4).transpose(0, 0, 1)
     with pytest.raises(ValueError, match="axis 3 is out of range"):
         ma.randn(2, 3).sum(axis=3)
     with pytest.raises(TypeError, match="condition must be boolean"):

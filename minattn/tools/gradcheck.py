@@ -102,7 +102,35 @@ LAYER_CASES = [
 
 # -- PyTorch's views and shapes (ops/shape.py) ---------------------------------------------------
 
-SHAPE_CASES: list = []
+from ..ops import shape as _shape  # noqa: E402 - here, beside the cases that use it
+
+SHAPE_CASES: list = [
+    ("transpose (two dims swap)", lambda a: a.transpose(0, 2), [(2, 3, 4)]),
+    ("transpose (2-D, PyTorch's swap)", lambda a: a.transpose(0, 1), [(3, 4)]),
+    ("permute", lambda a: a.permute(2, 0, 1), [(2, 3, 4)]),
+    ("t", lambda a: a.t(), [(3, 4)]),
+    ("mT", lambda a: a.mT, [(2, 3, 4)]),
+    ("view (-1 inferred)", lambda a: a.view(4, -1), [(3, 4)]),
+    ("unsqueeze", lambda a: a.unsqueeze(-2), [(3, 4)]),
+    ("squeeze (dims, one not 1)", lambda a: a.squeeze((1, 2)), [(3, 1, 4)]),
+    ("flatten (1, 2)", lambda a: a.flatten(1, 2), [(2, 3, 4)]),
+    ("unflatten", lambda a: a.unflatten(1, (2, -1)), [(2, 6)]),
+    ("contiguous (of a transpose)", lambda a: a.t().contiguous(), [(3, 4)]),
+    ("expand (stretched, new leading)", lambda a: a.expand(2, 3, 4), [(3, 1)]),
+    ("expand_as", lambda a, b: a.expand_as(b) * b, [(1, 4), (3, 4)]),
+    ("repeat", lambda a: a.repeat(2, 1, 3), [(2, 3)]),
+    ("repeat_interleave (int, dim)", lambda a: a.repeat_interleave(2, dim=1), [(2, 3)]),
+    ("repeat_interleave (counts)", lambda a: a.repeat_interleave([2, 0, 3], dim=0), [(3, 2)]),
+    ("repeat_interleave (flattened)", lambda a: a.repeat_interleave(3), [(2, 2)]),
+    ("narrow", lambda a: a.narrow(1, 1, 2), [(3, 4)]),
+    ("split (sections)", lambda a: a.split([1, 3], dim=1), [(2, 4)]),
+    ("split (size, last shorter)", lambda a: a.split(2), [(5, 2)]),
+    ("chunk", lambda a: a.chunk(3, dim=-1), [(2, 5)]),
+    ("unbind", lambda a: a.unbind(1), [(2, 3)]),
+    ("flip", lambda a: a.flip(0, -1), [(3, 4)]),
+    ("cat (dim 1)", lambda a, b: _shape.cat([a, b, a], dim=1), [(2, 3), (2, 1)]),
+    ("stack (dim -1)", lambda a, b: _shape.stack([a, b], dim=-1), [(2, 3), (2, 3)]),
+]
 
 
 # -- selection, math and the reductions PyTorch has (ops/select.py, elementwise, reduce, matmul) --
