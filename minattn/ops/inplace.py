@@ -15,6 +15,7 @@ from __future__ import annotations
 from .. import backend
 from ..core import Function, Tensor, _as_tensors
 from .arithmetic import add, div, mul, neg, pow, sub, unbroadcast
+from .shape import index_parts
 
 
 class SetItem(Function):
@@ -76,23 +77,6 @@ class Clone(Function):
 def clone(x: Tensor) -> Tensor:
     """A copy in its own memory, still in the graph (so the copy may be modified in place)."""
     return Clone.apply(x)
-
-
-def index_parts(x: Tensor, index):
-    """An index as NumPy takes it: tensors as their arrays, lists as arrays, NumPy integer
-    scalars as ints; an index array on another device than x is an error."""
-    parts = index if isinstance(index, tuple) else (index,)
-    parts = tuple(p.data if isinstance(p, Tensor) else p for p in parts)
-    # a NumPy scalar (np.int64(0)) is a plain index on any device, not a host array
-    parts = tuple(p.item() if backend.is_number(p) and hasattr(p, "item") else p for p in parts)
-    for p in parts:
-        if hasattr(p, "__array__") and backend.device_of(p) != x.device:
-            raise RuntimeError(f"indexing a {x.device} tensor with a {backend.device_of(p)} "
-                               "index: move the index to the same device")
-    if any(isinstance(p, list) for p in parts):
-        xp = backend.get_array_module(x.data)
-        parts = tuple(xp.asarray(p) if isinstance(p, list) else p for p in parts)
-    return parts if isinstance(index, tuple) else parts[0]
 
 
 def setitem(x: Tensor, index, value) -> None:

@@ -676,8 +676,9 @@ concatenate = cat
 # -- indexing, device, dtype ---------------------------------------------------------------------
 
 
-def getitem(x, index) -> Tensor:
-    """``x[index]`` with NumPy indexing: ints, slices, None, Ellipsis, int or bool arrays."""
+def index_parts(x: Tensor, index):
+    """An index as NumPy takes it: tensors as their arrays, lists as arrays, NumPy integer
+    scalars as ints; an index array on another device than x is an error."""
     parts = index if isinstance(index, tuple) else (index,)
     parts = tuple(p.data if isinstance(p, Tensor) else p for p in parts)
     # a NumPy scalar (np.int64(0)) is a plain index on any device, not a host array
@@ -689,7 +690,12 @@ def getitem(x, index) -> Tensor:
     if any(isinstance(p, list) for p in parts):
         xp = backend.get_array_module(x.data)
         parts = tuple(xp.asarray(p) if isinstance(p, list) else p for p in parts)
-    return GetItem.apply(x, index=parts if isinstance(index, tuple) else parts[0])
+    return parts if isinstance(index, tuple) else parts[0]
+
+
+def getitem(x, index) -> Tensor:
+    """``x[index]`` with NumPy indexing: ints, slices, None, Ellipsis, int or bool arrays."""
+    return GetItem.apply(x, index=index_parts(x, index))
 
 
 def to(x, device=None, dtype=None) -> Tensor:
