@@ -224,25 +224,14 @@ class Tensor:
         """``Tensor(array)`` wraps a NumPy or CuPy array as it is (its dtype, its memory);
         as in PyTorch, ``Tensor([1, 2])`` is a float tensor of that data and ``Tensor(2, 3)``
         a float tensor of that shape (zeros: PyTorch leaves it uninitialized)."""
-        if len(data) == 1 and isinstance(data[0], Tensor):
-            data = data[0].data
-        elif len(data) == 1 and _is_backend_array(data[0]):
-            data = data[0]
-        elif data and all(isinstance(n, int) and not isinstance(n, bool) for n in data) \
-                or (len(data) == 1 and isinstance(data[0], Size)):
-            data = backend.xp_for(backend.default_device()).zeros(
-                check_shape(tuple(data[0]) if isinstance(data[0], Size) else data, "Tensor"),
-                dtype=backend.DEFAULT_DTYPE)
-        elif len(data) == 1:  # a list or number: PyTorch's Tensor is a float tensor
-            data = backend.as_array(data[0], dtype=backend.DEFAULT_DTYPE) \
-                if not backend.is_number(data[0]) else backend.as_array(data[0])
-        else:
-            data = backend.as_array([], dtype=backend.DEFAULT_DTYPE)  # Tensor(): empty
-        if _is_backend_array(data):
-            backend.check_numeric(data)  # no tensors of strings or objects
-            self.data = data
-        else:
-            self.data = backend.as_array(data)
+        if len(data) == 1 and not (isinstance(data[0], int) and not isinstance(data[0], bool)):
+            data = data[0]  # Tensor(3) is a shape, as in PyTorch; Tensor([3]) is data
+        if isinstance(data, Tensor):
+            data = data.data
+        if not _is_backend_array(data):
+            data = _pytorch_data(data)
+        backend.check_numeric(data)  # no tensors of strings or objects
+        self.data = data
         self.grad: Tensor | None = None
         self._ctx: Function | None = None  # the Function that produced this tensor
         self._retain_grad = False
@@ -532,6 +521,20 @@ def _topological_order(root: Function) -> list[Function]:
             if node is not None and id(node) not in visited:
                 stack.append((node, False))
     return order[::-1]
+
+
+def _pytorch_data(data):
+    """What ``torch.Tensor(...)`` makes of its arguments: ints (or a Size) are a shape, a
+    list or number is data, as a float tensor; nothing is an empty float tensor."""
+    float_xp = backend.xp_for(backend.default_device())
+    if isinstance(data, tuple) and not data:
+        return float_xp.zeros((0,), dtype=backend.DEFAULT_DTYPE)  # Tensor()
+    if isinstance(data, Size) or (isinstance(data, tuple) and all(
+            isinstance(n, int) and not isinstance(n, bool) for n in data)):
+        return float_xp.zeros(check_shape(tuple(data), "Tensor"), dtype=backend.DEFAULT_DTYPE)
+    if backend.is_number(data):
+        return backend.as_array(data)
+    return backend.as_array(data, dtype=backend.DEFAULT_DTYPE)
 
 
 def _is_backend_array(x) -> bool:

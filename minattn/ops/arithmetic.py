@@ -219,8 +219,14 @@ def result_type(inputs, tensors):
 
 def promoted(op: str, *inputs) -> list[Tensor]:
     """The inputs as tensors of one dtype, PyTorch's ``result_type`` (differentiable casts)."""
-    if all(isinstance(x, Tensor) for x in inputs) and len({x.dtype for x in inputs}) == 1:
-        return list(inputs)  # the common case: nothing to decide
+    dtypes = {x.dtype for x in inputs if isinstance(x, Tensor)}
+    if len(dtypes) == 1 and all(isinstance(x, Tensor) or (
+            isinstance(x, (int, float)) and not isinstance(x, bool)) for x in inputs):
+        (dtype,) = dtypes  # the common cases: one dtype, or a float tensor and numbers
+        if all(isinstance(x, Tensor) for x in inputs):
+            return list(inputs)
+        if dtype.kind == "f":
+            return _as_tensors(inputs, op)  # the numbers take the float tensor's dtype
     tensors = _as_tensors(inputs, op)
     dtype = result_type(inputs, tensors)
     from .shape import astype
