@@ -183,8 +183,8 @@ def _soft_cross_entropy(logp: Tensor, target, weight, reduction, label_smoothing
 
 def mse_loss(input, target, size_average=None, reduce=None, reduction: str = "mean",
              weight=None) -> Tensor:
-    """(input - target)^2, reduced; with ``weight`` w, "mean" is sum(w d^2) / sum(w), as in
-    PyTorch 2.13.
+    """(input - target)^2, reduced; with ``weight`` w (the input's shape), "mean" is
+    sum(w d^2) / sum(w), as in PyTorch 2.13.
 
     >>> F.mse_loss(ma.tensor([1.0, 2.0]), ma.tensor([1.0, 4.0])).item()
     2.0
@@ -197,11 +197,11 @@ def mse_loss(input, target, size_average=None, reduce=None, reduction: str = "me
     if weight is None:
         return _reduce(sq, reduction)
     (w,) = _as_tensors([weight], op)
+    if w.shape != x.shape:
+        raise ValueError(f"{op}: Weights and input must have the same size; got weight "
+                         f"{w.shape} and input {x.shape}")
     weighted = sq * w
-    if reduction == "mean":
-        xp = backend.get_array_module(x.data)
-        return weighted.sum() / (w * xp.ones(sq.shape, dtype=x.dtype)).sum()  # w as sq's shape
-    return _reduce(weighted, reduction)
+    return weighted.sum() / w.sum() if reduction == "mean" else _reduce(weighted, reduction)
 
 
 def binary_cross_entropy_with_logits(input, target, weight=None, size_average=None,
