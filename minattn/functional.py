@@ -20,9 +20,8 @@ from .core import Tensor, _as_tensors, constant_array
 from .nn import functional_nn as _fnn
 from .nn.functional_nn import embedding, gelu, layer_norm, logsigmoid, pad, sigmoid
 from .nn.losses import binary_cross_entropy_with_logits, cross_entropy, mse_loss, nll_loss
-from .ops import matmul
+from .ops import matmul, tanh
 from .ops import relu as _relu
-from .ops import tanh
 from .ops.softmax import log_softmax as _log_softmax
 from .ops.softmax import softmax as _softmax
 

@@ -72,7 +72,8 @@ class Optimizer:
     def _check(self, group: dict) -> None:
         name = type(self).__name__
         for key, value in group.items():  # every setting but betas and flags is a real number
-            if key in ("params", "betas") or isinstance(value, bool) or value is None:
+            if key in ("params", "betas") or isinstance(value, bool) or (
+                    value is None and key in ("foreach", "fused")):  # None: PyTorch's choice
                 continue
             if not isinstance(value, numbers.Real) or not math.isfinite(value):
                 raise TypeError(f"{name}: {key} must be a finite number, got {value!r}")

@@ -4,11 +4,11 @@ mutant each that gradcheck catches, and the Module API that nanoGPT's model.py r
 
 import math
 
+import minattn.nn.functional as F
 import numpy as np
 import pytest
 
 import minattn as ma
-import minattn.nn.functional as F
 from minattn import nn
 from minattn.nn import functional_nn as fnn
 from minattn.tools.gradcheck import NN_CASES, make_inputs
@@ -223,8 +223,8 @@ def test_mse_and_bce_with_logits_match_torch(torch, rng, reduction):
     for kw in ({}, {"weight": w, "pos_weight": pw}):
         tkw = {k: both(torch, v) for k, v in kw.items()}
         logits.grad = target.grad = None
-        check_against_torch(torch, lambda a, b: F.binary_cross_entropy_with_logits(
-            a, b, reduction=reduction, **kw), lambda a, b: torch.nn.functional.
+        check_against_torch(torch, lambda a, b, kw=kw: F.binary_cross_entropy_with_logits(
+            a, b, reduction=reduction, **kw), lambda a, b, tkw=tkw: torch.nn.functional.
             binary_cross_entropy_with_logits(a, b, reduction=reduction, **tkw), [logits, target])
 
 
@@ -391,8 +391,7 @@ def test_nanogpt_model_runs_and_matches_torch(torch, rng):
 
     idx, targets = rng.integers(0, 7, (2, 5)), rng.integers(0, 7, (2, 5))
     targets[0, 1] = -1
-    logits, loss = ours(ma.tensor(idx), ma.arange(5) if hasattr(ma, "arange") else
-                        ma.tensor(np.arange(5)), ma.tensor(targets))
+    logits, loss = ours(ma.tensor(idx), ma.tensor(np.arange(5)), ma.tensor(targets))
     tlogits, tloss = theirs(torch.tensor(idx), torch.arange(5), torch.tensor(targets))
     close(logits, tlogits, rtol=1e-9, atol=1e-12)
     close(loss, tloss, rtol=1e-10)

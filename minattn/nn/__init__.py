@@ -5,11 +5,30 @@ MultiHeadAttention, TransformerBlock, Transformer; ``nn.init`` (weight initialis
 ``nn.functional`` (= ``minattn.functional``) and ``nn.utils`` (``clip_grad_norm_``)."""
 
 from . import functional_nn, init, utils
-from .attention import MultiheadAttention, MultiHeadAttention
-from .layers import (GELU, Dropout, Embedding, LayerNorm, LogSoftmax, ReLU, Sigmoid, SiLU,
-                     Softmax, Tanh)
-from .module import (Identity, Linear, Module, ModuleDict, ModuleList, Parameter, ParameterDict,
-                     ParameterList, Sequential)
+from .attention import MultiHeadAttention, MultiheadAttention
+from .layers import (
+                     GELU,
+                     Dropout,
+                     Embedding,
+                     LayerNorm,
+                     LogSoftmax,
+                     ReLU,
+                     Sigmoid,
+                     SiLU,
+                     Softmax,
+                     Tanh,
+)
+from .module import (
+                     Identity,
+                     Linear,
+                     Module,
+                     ModuleDict,
+                     ModuleList,
+                     Parameter,
+                     ParameterDict,
+                     ParameterList,
+                     Sequential,
+)
 from .transformer import MLP, Transformer, TransformerBlock
 
 __all__ = ["GELU", "MLP", "Dropout", "Embedding", "Identity", "LayerNorm", "Linear",

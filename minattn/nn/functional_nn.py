@@ -297,7 +297,8 @@ class SiLUFunction(Function):
         return x * self.s
 
     def backward(self, dout):
-        # y = x s, s = sigmoid(x), ds/dx = s (1 - s)  =>  dy/dx = s + x s (1 - s) = s (1 + x (1 - s))
+        # y = x s, s = sigmoid(x), ds/dx = s (1 - s)
+        # =>  dy/dx = s + x s (1 - s) = s (1 + x (1 - s))
         s = self.s
         return dout * s * (1 + self.x * (1 - s))
 

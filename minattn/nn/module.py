@@ -418,7 +418,8 @@ class ModuleList(Module):
             if i == len(reprs) or reprs[i] != reprs[start]:
                 count = i - start
                 label = f"({start})" if count == 1 else f"({start}-{i - 1}): {count} x"
-                lines.append(f"{label}: {reprs[start]}" if count == 1 else f"{label} {reprs[start]}")
+                sep = ": " if count == 1 else " "
+                lines.append(f"{label}{sep}{reprs[start]}")
                 start = i
         return lines
 
