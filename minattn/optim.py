@@ -71,8 +71,9 @@ class Optimizer:
 
     def _check(self, group: dict) -> None:
         name = type(self).__name__
-        for key, value in group.items():  # every setting but betas is one real number
-            if key in ("params", "betas", "nesterov") or isinstance(value, bool):
+        for key, value in group.items():  # every setting but betas and flags is a real number
+            if key in ("params", "betas") or isinstance(value, bool) or (
+                    value is None and key in ("foreach", "fused")):  # None: PyTorch's choice
                 continue
             if not isinstance(value, numbers.Real) or not math.isfinite(value):
                 raise TypeError(f"{name}: {key} must be a finite number, got {value!r}")
@@ -174,12 +175,16 @@ class SGD(Optimizer):
     >>> opt = SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True)
     """
 
-    def __init__(self, params, lr: float = 1e-3, momentum: float = 0.0, weight_decay: float = 0.0,
-                 nesterov: bool = False, dampening: float = 0.0):
+    def __init__(self, params, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
+                 weight_decay: float = 0.0, nesterov: bool = False, *, maximize: bool = False,
+                 foreach=None, differentiable: bool = False, fused=None):
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("Nesterov momentum needs momentum > 0 and dampening = 0")
-        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
-                                      nesterov=nesterov, dampening=dampening))
+        _plain_path("SGD", differentiable=differentiable)
+        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
+                                      weight_decay=weight_decay, nesterov=nesterov,
+                                      maximize=maximize, foreach=foreach,
+                                      differentiable=differentiable, fused=fused))
 
     def _check(self, group: dict) -> None:
         super()._check(group)
@@ -187,6 +192,7 @@ class SGD(Optimizer):
             raise ValueError(f"invalid momentum {group['momentum']}")
 
     def update(self, p, grad, group, state) -> None:
+        grad = -grad if group["maximize"] else grad
         if group["weight_decay"]:
             grad = grad + group["weight_decay"] * p.data  # L2 penalty's gradient
         momentum = group["momentum"]
@@ -212,9 +218,15 @@ class Adam(Optimizer):
     """
 
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0):
+                 weight_decay: float = 0.0, amsgrad: bool = False, *, foreach=None,
+                 maximize: bool = False, capturable: bool = False, differentiable: bool = False,
+                 fused=None, decoupled_weight_decay: bool = False):
+        _plain_path(type(self).__name__, capturable=capturable, differentiable=differentiable)
         super().__init__(params, dict(lr=lr, betas=_pair(betas), eps=eps,
-                                      weight_decay=weight_decay))
+                                      weight_decay=weight_decay, amsgrad=amsgrad,
+                                      maximize=maximize, foreach=foreach, capturable=capturable,
+                                      differentiable=differentiable, fused=fused,
+                                      decoupled_weight_decay=decoupled_weight_decay))
 
     def _check(self, group: dict) -> None:
         super()._check(group)
@@ -225,16 +237,25 @@ class Adam(Optimizer):
             raise ValueError(f"invalid eps {group['eps']}")
 
     def decay(self, p, grad, group):
-        """Adam's weight decay is an L2 penalty: it enters the gradient."""
-        return grad + group["weight_decay"] * p.data if group["weight_decay"] else grad
+        """Adam's weight decay is an L2 penalty: it enters the gradient; AdamW's (and
+        ``decoupled_weight_decay=True``'s) shrinks the parameter instead."""
+        if not group["weight_decay"]:
+            return grad
+        if group["decoupled_weight_decay"]:
+            p.data *= p.dtype.type(1 - group["lr"] * group["weight_decay"])
+            return grad
+        return grad + group["weight_decay"] * p.data
 
     def update(self, p, grad, group, state) -> None:
         xp = backend.get_array_module(p.data)
+        grad = -grad if group["maximize"] else grad
         grad = self.decay(p, grad, group)
         if not state:
             state["step"] = 0
             state["exp_avg"] = xp.zeros_like(p.data)  # m: the mean of the gradients
             state["exp_avg_sq"] = xp.zeros_like(p.data)  # v: the mean of their squares
+            if group["amsgrad"]:
+                state["max_exp_avg_sq"] = xp.zeros_like(p.data)  # the largest v so far
         b1, b2 = group["betas"]
         state["step"] += 1
         t = state["step"]
@@ -244,6 +265,9 @@ class Adam(Optimizer):
         v *= b2
         v += (1 - b2) * grad * grad
         # bias corrections: m and v start at 0, so early averages are too small by (1 - b^t)
+        if group["amsgrad"]:  # AMSGrad: divide by the largest v seen, never a shrinking one
+            xp.maximum(state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"])
+            v = state["max_exp_avg_sq"]
         step_size = group["lr"] / (1 - b1**t)
         denom = xp.sqrt(v) / math.sqrt(1 - b2**t) + group["eps"]
         p.data -= (step_size * m / denom).astype(p.dtype, copy=False)
@@ -257,13 +281,23 @@ class AdamW(Adam):
     """
 
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 1e-2):
-        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+                 weight_decay: float = 1e-2, amsgrad: bool = False, *, maximize: bool = False,
+                 foreach=None, capturable: bool = False, differentiable: bool = False,
+                 fused=None):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                         amsgrad=amsgrad, foreach=foreach, maximize=maximize,
+                         capturable=capturable, differentiable=differentiable, fused=fused,
+                         decoupled_weight_decay=True)
 
-    def decay(self, p, grad, group):
-        if group["weight_decay"]:
-            p.data *= p.dtype.type(1 - group["lr"] * group["weight_decay"])
-        return grad
+
+def _plain_path(name: str, **flags) -> None:
+    """``foreach`` and ``fused`` pick PyTorch's kernels, not the math: minattn accepts them
+    (nanoGPT passes ``fused=True`` on CUDA; PyTorch has a fused CPU path too) and runs its
+    one plain update, which gives the same numbers. ``capturable`` and ``differentiable``
+    change what the step is; they are refused."""
+    for flag, value in flags.items():
+        if value:
+            raise NotImplementedError(f"{name}: {flag}=True is not supported by minattn")
 
 
 def _pair(betas) -> tuple:

@@ -1,13 +1,38 @@
-"""Neural-network modules (PyTorch's names): Module, Parameter, Linear, Embedding, LayerNorm,
-Dropout, GELU, ReLU, MultiHeadAttention, TransformerBlock, Transformer; ``nn.utils`` holds
-``clip_grad_norm_``."""
+"""Neural-network modules, as ``torch.nn``: Module, Parameter, the containers (Sequential,
+ModuleList, ModuleDict, ParameterList, ParameterDict), Linear, Embedding, LayerNorm,
+Dropout, the activations, MultiheadAttention (PyTorch's) and minattn's own
+MultiHeadAttention, TransformerBlock, Transformer; ``nn.init`` (weight initialisation),
+``nn.functional`` (= ``minattn.functional``) and ``nn.utils`` (``clip_grad_norm_``)."""
 
-from . import functional_nn, utils
-from .attention import MultiHeadAttention
-from .layers import GELU, Dropout, Embedding, LayerNorm, ReLU
-from .module import Linear, Module, ModuleList, Parameter, Sequential
+from . import functional_nn, init, utils
+from .attention import MultiHeadAttention, MultiheadAttention
+from .layers import (
+                     GELU,
+                     Dropout,
+                     Embedding,
+                     LayerNorm,
+                     LogSoftmax,
+                     ReLU,
+                     Sigmoid,
+                     SiLU,
+                     Softmax,
+                     Tanh,
+)
+from .module import (
+                     Identity,
+                     Linear,
+                     Module,
+                     ModuleDict,
+                     ModuleList,
+                     Parameter,
+                     ParameterDict,
+                     ParameterList,
+                     Sequential,
+)
 from .transformer import MLP, Transformer, TransformerBlock
 
-__all__ = ["GELU", "MLP", "Dropout", "Embedding", "LayerNorm", "Linear", "Module", "ModuleList",
-           "MultiHeadAttention", "Parameter", "ReLU", "Sequential", "Transformer",
-           "TransformerBlock", "functional_nn", "utils"]
+__all__ = ["GELU", "MLP", "Dropout", "Embedding", "Identity", "LayerNorm", "Linear",
+           "LogSoftmax", "Module", "ModuleDict", "ModuleList", "MultiHeadAttention",
+           "MultiheadAttention", "Parameter", "ParameterDict", "ParameterList", "ReLU",
+           "Sequential", "SiLU", "Sigmoid", "Softmax", "Tanh", "Transformer",
+           "TransformerBlock", "functional_nn", "init", "utils"]

@@ -1,4 +1,5 @@
-"""The layers' own ops: embedding lookup, layer norm, dropout and GELU.
+"""The layers' own ops: embedding lookup, layer norm, dropout, GELU, sigmoid, SiLU,
+log-sigmoid and constant padding.
 
 One Function per op, forward and backward side by side, each backward opening with its
 derivation; the lowercase function next to each class is what the modules call. Layer
@@ -31,10 +32,13 @@ class EmbeddingFunction(Function):
         xp = backend.get_array_module(dout)
         dweight = xp.zeros((self.num_embeddings, dout.shape[-1]), dtype=self.dtype)  # (N, D)
         backend.scatter_add(dweight, self.index.reshape(-1), dout.reshape(-1, dout.shape[-1]))
+        if self.padding_idx is not None:  # the padding row is a constant: it learns nothing
+            dweight[self.padding_idx] = 0
         return dweight
 
 
-def embedding(index, weight: Tensor) -> Tensor:
+def embedding(index, weight: Tensor, padding_idx=None, max_norm=None, norm_type: float = 2.0,
+              scale_grad_by_freq: bool = False, sparse: bool = False) -> Tensor:
     """Rows of ``weight`` (N, D) picked by the integer ``index`` (...) -> (..., D).
 
     >>> table = ma.randn(10, 4, requires_grad=True)
@@ -54,12 +58,26 @@ def embedding(index, weight: Tensor) -> Tensor:
         raise RuntimeError(f"embedding: indices are on {backend.device_of(index)} but the "
                            f"weight {weight.shape} is on {weight.device}")
     n = weight.shape[0]
+    if max_norm is not None or scale_grad_by_freq or sparse:
+        raise NotImplementedError("embedding: max_norm, scale_grad_by_freq and sparse are not "
+                                  "supported by minattn")
+    padding_idx = check_padding_idx(padding_idx, n, "embedding")
     if index.size and bool((index.min() < 0) | (index.max() >= n)):  # one sync; NumPy and
         # CuPy would wrap a negative index silently, CuPy even an overflowing one
         raise IndexError(f"embedding: indices must lie in [0, {n}) for a table of shape "
                          f"{weight.shape}; got values from {int(index.min())} to "
                          f"{int(index.max())}")
-    return EmbeddingFunction.apply(weight, index=index)
+    return EmbeddingFunction.apply(weight, index=index, padding_idx=padding_idx)
+
+
+def check_padding_idx(padding_idx, n: int, op: str):
+    """padding_idx as a row in [0, n) (a negative one counts from the end), or None."""
+    if padding_idx is None:
+        return None
+    if not -n <= padding_idx < n:
+        raise ValueError(f"{op}: padding_idx {padding_idx} must be within the {n} rows of the "
+                         "table")
+    return int(padding_idx) % n
 
 
 # -- layer norm ---------------------------------------------------------------------------------
@@ -244,3 +262,137 @@ def gelu(x, approximate: str = "none") -> Tensor:
     (x,) = _as_tensors([x], "gelu")
     check_float(x, "gelu")
     return GELUFunction.apply(x, approximate=approximate)
+
+
+# -- sigmoid, SiLU, log-sigmoid -------------------------------------------------------------------
+
+
+def _sigmoid(x):
+    """1 / (1 + e^-x) without overflow: e^x / (1 + e^x) where x < 0 (e^-|x| never overflows)."""
+    xp = backend.get_array_module(x)
+    e = xp.exp(-xp.abs(x))  # (...,) in (0, 1]
+    return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+class SigmoidFunction(Function):
+    """y = sigmoid(x) = 1 / (1 + e^-x)."""
+
+    saves_inputs, saves_output = False, True
+
+    def forward(self, x):
+        self.out = _sigmoid(x)  # saved: the derivative is a function of y alone
+        return self.out
+
+    def backward(self, dout):
+        # y = 1 / (1 + e^-x)  =>  dy/dx = e^-x / (1 + e^-x)^2 = y (1 - y)
+        y = self.out
+        return dout * y * (1 - y)
+
+
+class SiLUFunction(Function):
+    """y = x * sigmoid(x) (also called swish)."""
+
+    def forward(self, x):
+        self.x, self.s = x, _sigmoid(x)  # (...,)
+        return x * self.s
+
+    def backward(self, dout):
+        # y = x s, s = sigmoid(x), ds/dx = s (1 - s)
+        # =>  dy/dx = s + x s (1 - s) = s (1 + x (1 - s))
+        s = self.s
+        return dout * s * (1 + self.x * (1 - s))
+
+
+class LogSigmoidFunction(Function):
+    """y = log sigmoid(x) = -log(1 + e^-x) = min(x, 0) - log1p(e^-|x|): finite for any x."""
+
+    def forward(self, x):
+        xp = backend.get_array_module(x)
+        self.x = x
+        return xp.minimum(x, 0) - xp.log1p(xp.exp(-xp.abs(x)))
+
+    def backward(self, dout):
+        # y = -log(1 + e^-x)  =>  dy/dx = e^-x / (1 + e^-x) = 1 - sigmoid(x) = sigmoid(-x)
+        return dout * _sigmoid(-self.x)
+
+
+def _float_unary(fn_class, x, op: str) -> Tensor:
+    (x,) = _as_tensors([x], op)
+    check_float(x, op)
+    return fn_class.apply(x)
+
+
+def sigmoid(x) -> Tensor:
+    """1 / (1 + e^-x), as ``torch.sigmoid``.
+
+    >>> sigmoid(ma.tensor([0.0])).item()
+    0.5
+    """
+    return _float_unary(SigmoidFunction, x, "sigmoid")
+
+
+def silu(x) -> Tensor:
+    """x * sigmoid(x), as ``torch.nn.functional.silu``."""
+    return _float_unary(SiLUFunction, x, "silu")
+
+
+def logsigmoid(x) -> Tensor:
+    """log(sigmoid(x)), stable for large |x|, as ``torch.nn.functional.logsigmoid``."""
+    return _float_unary(LogSigmoidFunction, x, "logsigmoid")
+
+
+# -- constant padding -------------------------------------------------------------------------
+
+
+class PadFunction(Function):
+    """out = x surrounded by ``value``: width ``pad_width[d] = (before, after)`` on axis d. A
+    negative width crops instead, as in PyTorch."""
+
+    saves_inputs = False
+
+    def forward(self, x):
+        xp = backend.get_array_module(x)
+        grow = [(max(b, 0), max(a, 0)) for b, a in self.pad_width]
+        out = xp.pad(x, grow, mode="constant", constant_values=self.value)
+        self.crop = tuple(slice(max(-b, 0), n - max(-a, 0))  # the negative widths cut
+                          for (b, a), n in zip(self.pad_width, out.shape))
+        self.in_shape, self.grow = x.shape, grow
+        return out[self.crop]
+
+    def backward(self, dout):
+        # out = crop(pad(x))  =>  dx = the window of dout where x landed (pads are constants;
+        # cropped elements of x got no gradient)
+        xp = backend.get_array_module(dout)
+        full = xp.zeros(tuple(n + b + a for n, (b, a) in zip(self.in_shape, self.grow)),
+                        dtype=dout.dtype)
+        full[self.crop] = dout
+        return full[tuple(slice(b, b + n) for n, (b, _) in zip(self.in_shape, self.grow))]
+
+
+def pad(x, pad, mode: str = "constant", value=None) -> Tensor:
+    """Pad the last ``len(pad) // 2`` axes, as ``torch.nn.functional.pad``: ``pad`` is
+    (last_before, last_after, second_last_before, ...); negative widths crop.
+
+    >>> pad(ma.ones(1, 2), (1, 2)).numpy().tolist()
+    [[0.0, 1.0, 1.0, 0.0, 0.0]]
+    """
+    if mode != "constant":
+        raise NotImplementedError(f"pad: mode {mode!r} is not supported by minattn; only "
+                                  "mode='constant'")
+    (x,) = _as_tensors([x], "pad")
+    pad = tuple(pad)
+    if len(pad) % 2 or any(isinstance(w, bool) or not isinstance(w, numbers.Integral)
+                           for w in pad):
+        raise ValueError(f"pad: pad must be an even-length sequence of ints, got {pad!r}")
+    if len(pad) // 2 > x.ndim:
+        raise ValueError(f"pad: padding length {len(pad)} is too large for a tensor of shape "
+                         f"{x.shape} (at most {2 * x.ndim})")
+    width = [(0, 0)] * x.ndim
+    for i in range(len(pad) // 2):
+        width[x.ndim - 1 - i] = (int(pad[2 * i]), int(pad[2 * i + 1]))
+    for n, (b, a) in zip(x.shape, width):
+        if n + b + a < 0:
+            raise RuntimeError(f"pad: the padding {pad!r} would give a negative size for a "
+                               f"tensor of shape {x.shape}")
+    value = 0 if value is None else value
+    return PadFunction.apply(x, pad_width=tuple(width), value=value)

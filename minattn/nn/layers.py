@@ -1,11 +1,13 @@
-"""Layers without attention: Embedding, LayerNorm, Dropout, GELU, ReLU (PyTorch's names,
-parameters and initialisation). Their ops live in ``functional_nn``."""
+"""Layers without attention: Embedding, LayerNorm, Dropout and the activations GELU, ReLU,
+SiLU, Sigmoid, Tanh, Softmax (PyTorch's names, parameters, initialisation and reprs).
+Their ops live in ``functional_nn``."""
 
 from __future__ import annotations
 
 from .. import backend
 from ..core import Tensor
-from ..ops import relu
+from ..ops import tanh
+from ..ops.softmax import softmax
 from . import functional_nn as fnn
 from .module import Module, Parameter, check_size, normal
 
@@ -18,18 +20,34 @@ class Embedding(Module):
     (1, 3, 4)
     """
 
-    def __init__(self, num_embeddings: int, embedding_dim: int, device=None, dtype=None):
+    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx=None,
+                 max_norm=None, norm_type: float = 2.0, scale_grad_by_freq: bool = False,
+                 sparse: bool = False, _weight=None, _freeze: bool = False, device=None,
+                 dtype=None):
         super().__init__()
         num_embeddings = check_size(num_embeddings, "num_embeddings", "Embedding")
         embedding_dim = check_size(embedding_dim, "embedding_dim", "Embedding")
+        if max_norm is not None or scale_grad_by_freq or sparse:
+            raise NotImplementedError("Embedding: max_norm, scale_grad_by_freq and sparse are "
+                                      "not supported by minattn")
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
-        self.weight = Parameter(normal((num_embeddings, embedding_dim), 1.0, device, dtype))
+        self.padding_idx = fnn.check_padding_idx(padding_idx, num_embeddings, "Embedding")
+        self.max_norm, self.norm_type = max_norm, norm_type
+        self.scale_grad_by_freq, self.sparse = scale_grad_by_freq, sparse
+        if _weight is None:
+            data = normal((num_embeddings, embedding_dim), 1.0, device, dtype)
+            if self.padding_idx is not None:
+                data[self.padding_idx] = 0  # the padding row starts (and stays) at zero
+        else:
+            data = _weight.data if isinstance(_weight, Tensor) else _weight
+        self.weight = Parameter(data, requires_grad=not _freeze)
 
     def forward(self, index) -> Tensor:
-        return fnn.embedding(index, self.weight)
+        return fnn.embedding(index, self.weight, self.padding_idx)
 
     def extra_repr(self) -> str:
-        return f"{self.num_embeddings}, {self.embedding_dim}"
+        pad = f", padding_idx={self.padding_idx}" if self.padding_idx is not None else ""
+        return f"{self.num_embeddings}, {self.embedding_dim}{pad}"
 
 
 class LayerNorm(Module):
@@ -57,23 +75,25 @@ class LayerNorm(Module):
 
     def extra_repr(self) -> str:
         return f"{self.normalized_shape}, eps={self.eps}, " \
-               f"elementwise_affine={self.weight is not None}"
+               f"elementwise_affine={self.weight is not None}, bias={self.bias is not None}"
 
 
 class Dropout(Module):
     """Zero elements with probability p while training (scaling the rest by 1/(1-p));
     the identity in eval mode. Draws from ``backend.generator(device)``."""
 
-    def __init__(self, p: float = 0.5):
+    def __init__(self, p: float = 0.5, inplace: bool = False):
         super().__init__()
         fnn.check_probability(p, "Dropout")
-        self.p = p
+        self.p, self.inplace = p, inplace
 
     def forward(self, x) -> Tensor:
-        return fnn.dropout(x, self.p, self.training)
+        from ..functional import dropout
+
+        return dropout(x, self.p, self.training, self.inplace)
 
     def extra_repr(self) -> str:
-        return f"p={self.p}"
+        return f"p={self.p}, inplace={self.inplace}"
 
 
 class GELU(Module):
@@ -95,5 +115,67 @@ class GELU(Module):
 class ReLU(Module):
     """max(x, 0)."""
 
+    def __init__(self, inplace: bool = False):
+        super().__init__()
+        self.inplace = inplace
+
     def forward(self, x) -> Tensor:
-        return relu(x)
+        from ..functional import relu as f_relu
+
+        return f_relu(x, self.inplace)
+
+    def extra_repr(self) -> str:
+        return "inplace=True" if self.inplace else ""
+
+
+class SiLU(Module):
+    """x * sigmoid(x)."""
+
+    def __init__(self, inplace: bool = False):
+        super().__init__()
+        self.inplace = inplace
+
+    def forward(self, x) -> Tensor:
+        from ..functional import silu
+
+        return silu(x, self.inplace)
+
+    def extra_repr(self) -> str:
+        return "inplace=True" if self.inplace else ""
+
+
+class Sigmoid(Module):
+    """1 / (1 + e^-x)."""
+
+    def forward(self, x) -> Tensor:
+        return fnn.sigmoid(x)
+
+
+class Tanh(Module):
+    """tanh(x)."""
+
+    def forward(self, x) -> Tensor:
+        return tanh(x)
+
+
+class Softmax(Module):
+    """softmax along ``dim``."""
+
+    def __init__(self, dim=None):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, x) -> Tensor:
+        return softmax(x, self.dim)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
+
+
+class LogSoftmax(Softmax):
+    """log softmax along ``dim``."""
+
+    def forward(self, x) -> Tensor:
+        from ..ops.softmax import log_softmax
+
+        return log_softmax(x, self.dim)

@@ -140,7 +140,31 @@ SELECT_CASES: list = []
 
 # -- the layers and losses of nn.functional -------------------------------------------------------
 
-NN_CASES: list = []
+def _nn_cases() -> list:
+    from .. import functional as F
+
+    classes = [[2, -1, 0], [4, 1, -1]]  # (N=2, d1=3) class targets, -1 ignored
+    return [
+        ("sigmoid", lambda x: F.sigmoid(x * 3), [(3, 4)]),
+        ("silu", lambda x: F.silu(x * 3), [(3, 4)]),
+        ("logsigmoid", lambda x: F.logsigmoid(x * 3), [(3, 4)]),
+        ("pad (grow)", lambda x: F.pad(x, (1, 2, 0, 1), value=0.5), [(2, 3)]),
+        ("pad (grow and crop)", lambda x: F.pad(x, (-1, 2, 1, -1)), [(2, 3, 4)]),
+        ("cross_entropy (N, C, d1), smoothing", lambda x: F.cross_entropy(
+            x, backend.as_array(classes, device=x.device), ignore_index=-1,
+            label_smoothing=0.2), [(2, 5, 3)]),
+        ("cross_entropy (probabilities)", lambda x, t: F.cross_entropy(x, F.softmax(t, dim=1)),
+         [(3, 4), (3, 4)]),
+        ("mse_loss", lambda x, y: F.mse_loss(x, y), [(3, 4), (3, 4)]),
+        ("bce_with_logits (pos_weight)", lambda x, t: F.binary_cross_entropy_with_logits(
+            x * 3, F.sigmoid(t),
+            pos_weight=backend.as_array([0.5, 2.0, 1.0, 3.0], device=x.device)),
+         [(3, 4), (3, 4)]),
+        ("linear", lambda x, w, b: F.linear(x, w, b), [(2, 3), (4, 3), (4,)]),
+    ]
+
+
+NN_CASES: list = _nn_cases()
 
 
 # -- in-place ops and item assignment (core.py) ---------------------------------------------------
