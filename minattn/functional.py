@@ -70,14 +70,9 @@ def dropout(input, p: float = 0.5, training: bool = True, inplace: bool = False)
     >>> F.dropout(ma.ones(2, 3), p=0.5, training=False).numpy().tolist()
     [[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]]
     """
-    out = _fnn.dropout(input, p, training)
-    if inplace and isinstance(input, Tensor) and out is not input:
-        if input.requires_grad:
-            raise NotImplementedError("dropout: inplace=True on a tensor that requires grad "
-                                      "is not supported by minattn; use inplace=False")
-        input.data[...] = out.data
-        return input
-    return out
+    if inplace and isinstance(input, Tensor):  # written over the input, in the graph or not
+        return input._inplace("dropout", lambda x: _fnn.dropout(x, p, training))
+    return _fnn.dropout(input, p, training)
 
 
 def linear(input, weight, bias=None) -> Tensor:

@@ -205,6 +205,7 @@ class SGD(Optimizer):
                 buf += (1 - group["dampening"]) * grad
             grad = grad + momentum * buf if group["nesterov"] else buf
         p.data -= (group["lr"] * grad).astype(p.dtype, copy=False)
+        p._versions[0] += 1  # an in-place write, counted as PyTorch counts it
 
 
 class Adam(Optimizer):
@@ -271,6 +272,7 @@ class Adam(Optimizer):
         step_size = group["lr"] / (1 - b1**t)
         denom = xp.sqrt(v) / math.sqrt(1 - b2**t) + group["eps"]
         p.data -= (step_size * m / denom).astype(p.dtype, copy=False)
+        p._versions[0] += 1  # an in-place write, counted as PyTorch counts it
 
 
 class AdamW(Adam):

@@ -316,7 +316,7 @@ class Module:
                 value = state_dict[name]
                 value = value.data if isinstance(value, Tensor) else value
                 value = backend.to_device(backend.as_array(value), t.device)
-                t.data[...] = value.astype(t.dtype, copy=False)  # in place, as param.copy_
+                t._write("load_state_dict", value.astype(t.dtype, copy=False))  # as copy_
         return IncompatibleKeys(missing, unexpected)
 
     def extra_repr(self) -> str:
