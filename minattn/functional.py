@@ -26,22 +26,14 @@ from .ops.softmax import log_softmax as _log_softmax
 from .ops.softmax import softmax as _softmax
 
 
-def _no_inplace(inplace: bool, op: str) -> None:
-    if inplace:
-        raise NotImplementedError(f"{op}: inplace=True is not supported by minattn; use the "
-                                  "result (inplace=False) instead")
-
-
 def relu(input, inplace: bool = False) -> Tensor:
-    """max(x, 0), as ``torch.nn.functional.relu``."""
-    _no_inplace(inplace, "relu")
-    return _relu(input)
+    """max(x, 0), as ``torch.nn.functional.relu`` (``inplace``: written over the input)."""
+    return input._inplace("relu", _relu) if inplace else _relu(input)
 
 
 def silu(input, inplace: bool = False) -> Tensor:
-    """x * sigmoid(x), as ``torch.nn.functional.silu``."""
-    _no_inplace(inplace, "silu")
-    return _fnn.silu(input)
+    """x * sigmoid(x), as ``torch.nn.functional.silu`` (``inplace``: written over the input)."""
+    return input._inplace("silu", _fnn.silu) if inplace else _fnn.silu(input)
 
 
 def softmax(input, dim=None, _stacklevel: int = 3, dtype=None, *, axis=None) -> Tensor:

@@ -277,3 +277,17 @@ def test_wrong_backwards_are_caught(cls, name, wrong, monkeypatch):
                        Clone: "clone"}[cls]]
     with pytest.raises((ma.GradcheckError, RuntimeError, ValueError)):
         ma.gradcheck(fn, _inputs(*shapes))
+
+
+def test_functional_inplace_flags_write_over_the_input_as_pytorch():
+    import torch.nn.functional as tF
+
+    import minattn.functional as F
+    x, tx = pair(2, 3)
+    g = RNG.standard_normal((2, 3))
+    for f, a, lib in ((F, x, ma), (tF, tx, torch)):
+        h = a * 2.0
+        out = f.relu(h, inplace=True)
+        assert out is h
+        f.silu(h, inplace=True).backward(ma.tensor(g) if lib is ma else torch.tensor(g))
+    close(x.grad, tx.grad)
