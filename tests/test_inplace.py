@@ -287,7 +287,12 @@ def test_functional_inplace_flags_write_over_the_input_as_pytorch():
     g = RNG.standard_normal((2, 3))
     for f, a, lib in ((F, x, ma), (tF, tx, torch)):
         h = a * 2.0
-        out = f.relu(h, inplace=True)
+        out = f.silu(h, inplace=True)
         assert out is h
-        f.silu(h, inplace=True).backward(ma.tensor(g) if lib is ma else torch.tensor(g))
+        (h * 3.0).backward(ma.tensor(g) if lib is ma else torch.tensor(g))
+        h2 = a * 2.0
+        f.relu(h2, inplace=True)  # relu saves its output ...
+        f.silu(h2, inplace=True)  # ... which this overwrites
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            h2.backward(ma.tensor(g) if lib is ma else torch.tensor(g))
     close(x.grad, tx.grad)
