@@ -25,6 +25,7 @@ PROGRAMS = {
     "seed_snippet": PROGRAMS_DIR / "seed_snippet.py",
     "polynomial_fit": PROGRAMS_DIR / "polynomial_fit.py",
     "mha_usage": PROGRAMS_DIR / "mha_usage.py",
+    "functional_attention": PROGRAMS_DIR / "functional_attention.py",
     "nanogpt": PROGRAMS_DIR / "nanogpt" / "nanogpt_driver.py",
 }
 NANOGPT_MODEL = PROGRAMS_DIR / "nanogpt" / "model.py"

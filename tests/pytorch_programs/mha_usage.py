@@ -64,9 +64,9 @@ loss = (y * torch.from_numpy(array(rng, B, L, E))).sum() \
     + (z * torch.from_numpy(array(rng, B, L, E))).sum() + (w ** 2).mean()
 loss.backward()
 out["loss"] = np.array(loss.item())
-out["x_grad"], out["memory_grad"] = x.grad.numpy(), memory.grad.numpy()
+out["x_grad"], out["memory_grad"] = x.grad.numpy().copy(), memory.grad.numpy().copy()
 for name, p in mha.named_parameters():
-    out[f"grad/{name}"] = p.grad.numpy()
+    out[f"grad/{name}"] = p.grad.numpy().copy()
 
 # 4. the same weights, sequence first (L, B, E): the same numbers, transposed
 seq_first = nn.MultiheadAttention(E, H)
@@ -115,6 +115,6 @@ out["classifier_losses"] = np.array(losses)
 with torch.no_grad():
     out["classifier_predictions"] = model(tokens, pad).argmax(dim=-1).numpy()
 for name, tensor in model.state_dict().items():
-    out[f"classifier/{name}"] = tensor.numpy()
+    out[f"classifier/{name}"] = tensor.numpy().copy()
 
 np.savez(sys.argv[1], **out)

@@ -89,7 +89,7 @@ def run(bias: bool, flash: bool, out: dict) -> None:
     out[f"{tag}/logits"] = logits.detach().numpy()
     out[f"{tag}/loss"] = np.array(loss.item())
     for name, p in model.named_parameters():
-        out[f"{tag}/grad/{name}"] = p.grad.numpy()
+        out[f"{tag}/grad/{name}"] = p.grad.numpy().copy()
 
     optimizer = model.configure_optimizers(weight_decay=0.1, learning_rate=1e-2,
                                            betas=(0.9, 0.95), device_type="cpu")
@@ -102,7 +102,7 @@ def run(bias: bool, flash: bool, out: dict) -> None:
         loss.backward()
     out[f"{tag}/loss_after_steps"] = np.array(loss.item())
     for name, p in model.named_parameters():
-        out[f"{tag}/param/{name}"] = p.detach().numpy()
+        out[f"{tag}/param/{name}"] = p.detach().numpy().copy()
 
     model.eval()
     prompt = torch.from_numpy(rng.integers(0, VOCAB, size=(B, 3)))
