@@ -14,6 +14,13 @@ import numbers
 
 from .. import backend
 from ..core import Function, Tensor, _as_tensors, check_float
+from ..ops.elementwise import (  # noqa: F401 - nn.functional's sigmoid family
+    LogSigmoidFunction,
+    SigmoidFunction,
+    SiLUFunction,
+    _sigmoid,
+    sigmoid,
+)
 
 # -- embedding ----------------------------------------------------------------------------------
 
@@ -267,68 +274,13 @@ def gelu(x, approximate: str = "none") -> Tensor:
 # -- sigmoid, SiLU, log-sigmoid -------------------------------------------------------------------
 
 
-def _sigmoid(x):
-    """1 / (1 + e^-x) without overflow: e^x / (1 + e^x) where x < 0 (e^-|x| never overflows)."""
-    xp = backend.get_array_module(x)
-    e = xp.exp(-xp.abs(x))  # (...,) in (0, 1]
-    return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
-
-
-class SigmoidFunction(Function):
-    """y = sigmoid(x) = 1 / (1 + e^-x)."""
-
-    saves_inputs, saves_output = False, True
-
-    def forward(self, x):
-        self.out = _sigmoid(x)  # saved: the derivative is a function of y alone
-        return self.out
-
-    def backward(self, dout):
-        # y = 1 / (1 + e^-x)  =>  dy/dx = e^-x / (1 + e^-x)^2 = y (1 - y)
-        y = self.out
-        return dout * y * (1 - y)
-
-
-class SiLUFunction(Function):
-    """y = x * sigmoid(x) (also called swish)."""
-
-    def forward(self, x):
-        self.x, self.s = x, _sigmoid(x)  # (...,)
-        return x * self.s
-
-    def backward(self, dout):
-        # y = x s, s = sigmoid(x), ds/dx = s (1 - s)
-        # =>  dy/dx = s + x s (1 - s) = s (1 + x (1 - s))
-        s = self.s
-        return dout * s * (1 + self.x * (1 - s))
-
-
-class LogSigmoidFunction(Function):
-    """y = log sigmoid(x) = -log(1 + e^-x) = min(x, 0) - log1p(e^-|x|): finite for any x."""
-
-    def forward(self, x):
-        xp = backend.get_array_module(x)
-        self.x = x
-        return xp.minimum(x, 0) - xp.log1p(xp.exp(-xp.abs(x)))
-
-    def backward(self, dout):
-        # y = -log(1 + e^-x)  =>  dy/dx = e^-x / (1 + e^-x) = 1 - sigmoid(x) = sigmoid(-x)
-        return dout * _sigmoid(-self.x)
+# (the Functions live with the other elementwise ops, in ops/elementwise.py)
 
 
 def _float_unary(fn_class, x, op: str) -> Tensor:
     (x,) = _as_tensors([x], op)
     check_float(x, op)
     return fn_class.apply(x)
-
-
-def sigmoid(x) -> Tensor:
-    """1 / (1 + e^-x), as ``torch.sigmoid``.
-
-    >>> sigmoid(ma.tensor([0.0])).item()
-    0.5
-    """
-    return _float_unary(SigmoidFunction, x, "sigmoid")
 
 
 def silu(x) -> Tensor:

@@ -45,6 +45,10 @@ def a_bt(a, b):
 
 
 class MatMul(Function):
+    def saved_inputs(self, inputs):  # da reads b's values, db reads a's
+        a, b = inputs
+        return [t for t, other in ((a, b), (b, a)) if other.requires_grad]
+
     def forward(self, a, b):
         self.a, self.b = a, b
         return _product(a, b)
@@ -91,4 +95,103 @@ def matmul(a, b) -> Tensor:
     return MatMul.apply(a, b)
 
 
-__all__ = ["matmul"]
+def bmm(a, b) -> Tensor:
+    """Batched matrix product of (B, n, k) and (B, k, m) -> (B, n, m), as ``torch.bmm``
+    (no broadcasting: both are 3-D with one batch size)."""
+    a, b = _as_tensors([a, b], "bmm")
+    if a.ndim != 3 or b.ndim != 3:
+        raise RuntimeError(f"bmm: both operands must be 3-D, got shapes {a.shape} and "
+                           f"{b.shape} (use matmul to broadcast)")
+    if a.shape[0] != b.shape[0]:
+        raise RuntimeError(f"bmm: batch sizes differ: {a.shape} and {b.shape}")
+    return matmul(a, b)
+
+
+class Einsum(Function):
+    """out = einsum(spec, *operands): products of the operands summed over the letters that
+    the output does not keep."""
+
+    def forward(self, *arrays):
+        self.arrays = arrays
+        return backend.get_array_module(*arrays).einsum(self.spec, *arrays)
+
+    def backward(self, dout):
+        # out[o] = sum over the other letters of prod_j x_j[s_j]  =>
+        #   dx_i[s_i] = sum over the letters not in s_i of dout[o] prod_{j != i} x_j[s_j]:
+        # the same kind of einsum, with dout as an operand and s_i as the output. A letter of
+        # s_i that appears nowhere else was summed inside x_i alone: dx_i is constant along it.
+        xp = backend.get_array_module(dout)
+        grads = []
+        for i, sub in enumerate(self.subs):
+            if not self.needs_input_grad[i]:
+                grads.append(None)
+                continue
+            others = [s for j, s in enumerate(self.subs) if j != i]
+            arrays = [a for j, a in enumerate(self.arrays) if j != i]
+            seen = set(self.out) | set("".join(others))
+            kept = "".join(c for c in sub if c in seen or c == ".")
+            spec = ",".join([self.out, *others]) + "->" + kept
+            g = xp.einsum(spec, dout, *arrays)
+            grads.append(xp.broadcast_to(_insert_axes(g, sub, kept), self.arrays[i].shape))
+        return tuple(grads)
+
+
+def _insert_axes(g, sub: str, kept: str):
+    """g over the letters ``kept`` (a subsequence of ``sub``), with a size-1 axis for each
+    letter of ``sub`` it lacks, so that it broadcasts to the operand's shape."""
+    letters = sub.replace("...", ".")
+    missing = [k for k, c in enumerate(letters) if c not in kept.replace("...", ".")]
+    if not missing:
+        return g
+    ellipsis = g.ndim - len(kept.replace("...", ""))  # axes standing for "..."
+    positions = []
+    for k in missing:  # the axis index in the full operand, "..." expanded
+        before = letters[:k]
+        positions.append(len(before.replace(".", "")) + (ellipsis if "." in before else 0))
+    return backend.get_array_module(g).expand_dims(g, tuple(positions))
+
+
+def _parse_einsum(spec: str, operands) -> tuple[list[str], str]:
+    spec = spec.replace(" ", "")
+    ins, arrow, out = spec.partition("->")
+    subs = ins.split(",")
+    if len(subs) != len(operands):
+        raise ValueError(f"einsum: {spec!r} names {len(subs)} operand(s) but {len(operands)} "
+                         "were given")
+    for sub, x in zip(subs, operands):
+        letters = sub.replace("...", "")
+        if len(set(letters)) != len(letters):
+            raise ValueError(f"einsum: {spec!r}: a letter repeated inside one operand ({sub!r}, "
+                             "a diagonal or trace) is not supported by minattn's einsum")
+        if not letters.isalpha() and letters:
+            raise ValueError(f"einsum: {spec!r}: subscripts must be letters (and ...)")
+        if "..." not in sub and len(letters) != x.ndim:
+            raise ValueError(f"einsum: {sub!r} names {len(letters)} axes but the operand has "
+                             f"shape {x.shape}")
+    if not arrow:  # implicit output: the letters that appear once, in alphabetical order
+        counts = {}
+        for c in "".join(s.replace("...", "") for s in subs):
+            counts[c] = counts.get(c, 0) + 1
+        out = ("..." if any("..." in s for s in subs) else "") + "".join(
+            sorted(c for c, n in counts.items() if n == 1))
+    batch = {x.shape[:x.ndim - len(s.replace("...", ""))] for s, x in zip(subs, operands)
+             if "..." in s}
+    if len(batch) > 1:
+        raise ValueError(f"einsum: {spec!r}: the '...' axes differ between operands "
+                         f"({sorted(batch)}); minattn's einsum does not broadcast them")
+    return subs, out
+
+
+def einsum(spec: str, *operands) -> Tensor:
+    """Einstein summation, as ``torch.einsum``: ``einsum("bhqd,bhkd->bhqk", q, k)`` is
+    q @ k^T per batch and head. Letters and ``...``; no letter twice in one operand."""
+    if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
+        operands = tuple(operands[0])
+    tensors = _as_tensors(operands, "einsum")
+    subs, out = _parse_einsum(spec, tensors)
+    full = ",".join(subs) + "->" + out
+    return Einsum.apply(*tensors, spec=full, subs=subs, out=out)
+
+
+__all__ = ["bmm", "einsum", "matmul"]
+TENSOR_METHODS = {"bmm": bmm, "matmul": matmul}
