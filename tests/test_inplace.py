@@ -275,7 +275,7 @@ def test_wrong_backwards_are_caught(cls, name, wrong, monkeypatch):
     monkeypatch.setattr(cls, "backward", wrong)
     fn, shapes = CASE[{SetItem: "setitem", CopyInto: "copy_", Remainder: "remainder",
                        Clone: "clone"}[cls]]
-    with pytest.raises((ma.GradcheckError, RuntimeError, ValueError)):
+    with pytest.raises(ma.GradcheckError):
         ma.gradcheck(fn, _inputs(*shapes))
 
 

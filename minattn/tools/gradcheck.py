@@ -135,7 +135,43 @@ SHAPE_CASES: list = [
 
 # -- selection, math and the reductions PyTorch has (ops/select.py, elementwise, reduce, matmul) --
 
-SELECT_CASES: list = []
+_MASK_35 = np.array([[True, False, False, True, False], [False] * 5, [True] * 5])
+
+
+SELECT_CASES = [
+    ("masked_fill", lambda a: a.masked_fill(backend.as_array(_MASK_35, device=a.device), -2.0),
+     [(3, 5)]),
+    ("gather (repeated index)", lambda a: a.gather(1, backend.as_array(
+        [[0, 0, 2], [4, 1, 1], [3, 3, 3]], device=a.device)), [(3, 5)]),
+    ("index_select", lambda a: a.index_select(0, backend.as_array([2, 0, 2], device=a.device)),
+     [(3, 4)]),
+    ("tril (diagonal=-1)", lambda a: a.tril(-1), [(2, 4, 4)]),
+    ("triu", lambda a: a.triu(), [(4, 3)]),
+    ("topk", lambda a: a.topk(2, dim=-1).values, [(3, 5)]),
+    ("sort (descending)", lambda a: a.sort(dim=0, descending=True).values, [(4, 3)]),
+    ("max (dim): values", lambda a: a.max(dim=1).values, [(3, 5)]),
+    ("min (dim, keepdim)", lambda a: a.min(0, keepdim=True).values, [(3, 5)]),
+    ("amax (two dims)", lambda a: a.amax(dim=(0, 2)), [(2, 3, 4)]),
+    ("var (unbiased)", lambda a: a.var(dim=1), [(3, 5)]),
+    ("std (correction=0)", lambda a: a.std(dim=-1, correction=0, keepdim=True), [(3, 5)]),
+    ("logsumexp", lambda a: a.logsumexp(1), [(3, 5)]),
+    ("sin", lambda a: a.sin(), [(3, 4)]),
+    ("cos", lambda a: a.cos(), [(3, 4)]),
+    ("log1p", lambda a: a.log1p(), [("positive", (3, 4))]),
+    ("sigmoid", lambda a: a.sigmoid(), [(3, 4)]),
+    ("clamp", lambda a: a.clamp(min=-0.5, max=0.7), [(4, 5)]),
+    ("maximum (broadcast)", lambda a, b: a.maximum(b), [(3, 4), (4,)]),
+    ("minimum", lambda a, b: a.minimum(b), [(3, 4), (3, 4)]),
+    ("bmm", lambda a, b: a.bmm(b), [(2, 3, 4), (2, 4, 2)]),
+    ("einsum (q k^T per head)", lambda q, k: _einsum("bhqd,bhkd->bhqk", q, k),
+     [(1, 2, 3, 4), (1, 2, 5, 4)]),
+    ("einsum (summed alone)", lambda a, b: _einsum("ij,jk->i", a, b), [(3, 4), (4, 2)]),
+]
+
+
+def _einsum(spec, *operands):
+    from ..ops import einsum
+    return einsum(spec, *operands)
 
 
 # -- the layers and losses of nn.functional -------------------------------------------------------
