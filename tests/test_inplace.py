@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import minattn as ma
-from minattn.ops.arithmetic import Remainder
+from minattn.ops.arithmetic import Remainder, unbroadcast
 from minattn.ops.inplace import Clone, CopyInto, SetItem
 from minattn.tools.gradcheck import INPLACE_CASES, all_cases
 
@@ -262,7 +262,8 @@ def test_inplace_cases_are_listed_for_the_command():
 
 CASE = {name: (fn, shapes) for name, fn, shapes in INPLACE_CASES}
 MUTANTS = [
-    (SetItem, "dx keeps the overwritten entries", lambda self, dout: (dout, dout[self.index])),
+    (SetItem, "dx keeps the overwritten entries",
+     lambda self, dout: (dout, unbroadcast(dout[self.index], self.value_shape))),
     (SetItem, "dvalue not summed", lambda self, dout: (None, dout[self.index][0])),
     (CopyInto, "dx passes dout", lambda self, dout: (dout, dout.sum(0))),
     (Remainder, "db sign", lambda self, dout: (dout, self.quotient * dout)),
