@@ -1,4 +1,4 @@
-"""The ``minattn`` command: info, gradcheck, scaling, bench, train.
+"""The ``minattn`` command: info, gradcheck, scaling, bench, train, run.
 
 Each subcommand lives in its own module of ``minattn.tools``; this file only wires them to
 argparse. A subcommand module provides ``add_arguments(parser)`` and ``run(args) -> int``.
@@ -26,6 +26,8 @@ SUBCOMMANDS = {
                                              "and PyTorch"),
     "train": ("minattn.tools.train.command", "a tiny transformer on a toy task, scaled "
                                              "against unscaled"),
+    "run": ("minattn.tools.run", "a PyTorch script, unchanged, with `import torch` served by "
+                                 "minattn"),
 }
 
 
