@@ -147,6 +147,16 @@ class TorchModule(types.ModuleType):
             raise AttributeError(f"module {self.__name__!r} has no attribute {attr!r}")
         raise AttributeError(MESSAGE.format(name=f"{self.__name__}.{attr}"), name=attr)
 
+    def __delattr__(self, attr: str):
+        """``del torch.nn.functional.scaled_dot_product_attention`` hides the name from this
+        torch module (as deleting it from PyTorch's would), not from minattn."""
+        if attr in self.__dict__:
+            super().__delattr__(attr)
+        elif attr in self._served:
+            self._served = self._served - {attr}
+        else:
+            raise AttributeError(f"module {self.__name__!r} has no attribute {attr!r}")
+
     def __dir__(self):
         return sorted({*super().__dir__(), *self._served, *_children(self.__name__)})
 

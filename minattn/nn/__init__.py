@@ -8,15 +8,21 @@ from . import functional_nn, init, utils
 from .attention import MultiHeadAttention, MultiheadAttention
 from .layers import (
                      GELU,
+                     BCEWithLogitsLoss,
+                     CrossEntropyLoss,
                      Dropout,
                      Embedding,
+                     Flatten,
                      LayerNorm,
                      LogSoftmax,
+                     MSELoss,
+                     NLLLoss,
                      ReLU,
                      Sigmoid,
                      SiLU,
                      Softmax,
                      Tanh,
+                     Unflatten,
 )
 from .module import (
                      Identity,
@@ -31,7 +37,8 @@ from .module import (
 )
 from .transformer import MLP, Transformer, TransformerBlock
 
-__all__ = ["GELU", "MLP", "Dropout", "Embedding", "Identity", "LayerNorm", "Linear",
+__all__ = ["BCEWithLogitsLoss", "CrossEntropyLoss", "Flatten", "MSELoss", "NLLLoss",
+           "Unflatten", "GELU", "MLP", "Dropout", "Embedding", "Identity", "LayerNorm", "Linear",
            "LogSoftmax", "Module", "ModuleDict", "ModuleList", "MultiHeadAttention",
            "MultiheadAttention", "Parameter", "ParameterDict", "ParameterList", "ReLU",
            "Sequential", "SiLU", "Sigmoid", "Softmax", "Tanh", "Transformer",

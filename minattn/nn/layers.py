@@ -179,3 +179,86 @@ class LogSoftmax(Softmax):
         from ..ops.softmax import log_softmax
 
         return log_softmax(x, self.dim)
+
+
+class Flatten(Module):
+    """x.flatten(start_dim, end_dim); PyTorch's default keeps the batch axis (start_dim=1)."""
+
+    def __init__(self, start_dim: int = 1, end_dim: int = -1):
+        super().__init__()
+        self.start_dim, self.end_dim = start_dim, end_dim
+
+    def forward(self, x) -> Tensor:
+        return x.flatten(self.start_dim, self.end_dim)
+
+    def extra_repr(self) -> str:
+        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
+
+
+class Unflatten(Module):
+    """x.unflatten(dim, sizes)."""
+
+    def __init__(self, dim: int, unflattened_size):
+        super().__init__()
+        self.dim, self.unflattened_size = dim, tuple(unflattened_size)
+
+    def forward(self, x) -> Tensor:
+        return x.unflatten(self.dim, self.unflattened_size)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, unflattened_size={self.unflattened_size}"
+
+
+class _Loss(Module):
+    """A loss of ``nn.functional`` as a module: its keyword settings kept, as PyTorch's."""
+
+    function = None
+
+    def __init__(self, **settings):
+        super().__init__()
+        self.settings = settings
+        self.reduction = settings.get("reduction", "mean")
+
+    def forward(self, input, target) -> Tensor:
+        from . import losses
+        return getattr(losses, self.function)(input, target, **self.settings)
+
+
+class MSELoss(_Loss):
+    """Mean squared error, as torch.nn.MSELoss(reduction="mean")."""
+
+    function = "mse_loss"
+
+    def __init__(self, size_average=None, reduce=None, reduction: str = "mean"):
+        super().__init__(reduction=reduction)
+
+
+class CrossEntropyLoss(_Loss):
+    """torch.nn.CrossEntropyLoss(weight, ignore_index, reduction, label_smoothing)."""
+
+    function = "cross_entropy"
+
+    def __init__(self, weight=None, size_average=None, ignore_index: int = -100, reduce=None,
+                 reduction: str = "mean", label_smoothing: float = 0.0):
+        super().__init__(weight=weight, ignore_index=ignore_index, reduction=reduction,
+                         label_smoothing=label_smoothing)
+
+
+class NLLLoss(_Loss):
+    """torch.nn.NLLLoss(weight, ignore_index, reduction)."""
+
+    function = "nll_loss"
+
+    def __init__(self, weight=None, size_average=None, ignore_index: int = -100, reduce=None,
+                 reduction: str = "mean"):
+        super().__init__(weight=weight, ignore_index=ignore_index, reduction=reduction)
+
+
+class BCEWithLogitsLoss(_Loss):
+    """torch.nn.BCEWithLogitsLoss(weight, reduction, pos_weight)."""
+
+    function = "binary_cross_entropy_with_logits"
+
+    def __init__(self, weight=None, size_average=None, reduce=None, reduction: str = "mean",
+                 pos_weight=None):
+        super().__init__(weight=weight, reduction=reduction, pos_weight=pos_weight)
