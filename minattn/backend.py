@@ -71,7 +71,8 @@ def gpu_memory_available() -> int:
 
 def is_cupy_array(x) -> bool:
     # Checked by type name first so that NumPy-only machines never import cupy.
-    return type(x).__module__.startswith("cupy") and _import_cupy() is not None
+    return type(x) is not np.ndarray and type(x).__module__.startswith("cupy") \
+        and _import_cupy() is not None
 
 
 def is_numpy_array(x) -> bool:
@@ -176,7 +177,8 @@ def work_dtype(dtype) -> np.dtype:
 
 
 def is_float(dtype) -> bool:
-    return np.issubdtype(np.dtype(dtype), np.floating)
+    kind = getattr(dtype, "kind", None)  # a dtype object, the usual case: no conversion
+    return kind == "f" if kind is not None else np.issubdtype(np.dtype(dtype), np.floating)
 
 
 def as_array(value, device: str | None = None, dtype=None):

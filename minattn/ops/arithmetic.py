@@ -217,16 +217,18 @@ def result_type(inputs, tensors):
     return _combine(groups[0], _combine(groups[1], groups[2]))
 
 
-def promoted(op: str, *inputs) -> list[Tensor]:
-    """The inputs as tensors of one dtype, PyTorch's ``result_type`` (differentiable casts)."""
+def promoted(op: str, *inputs, numbers_ok: bool = True) -> list:
+    """The inputs in one dtype, PyTorch's ``result_type`` (differentiable casts): tensors,
+    except that Python numbers beside a float tensor are left as they are when
+    ``numbers_ok`` (Function.apply gives them the tensor's dtype)."""
     dtypes = {x.dtype for x in inputs if isinstance(x, Tensor)}
     if len(dtypes) == 1 and all(isinstance(x, Tensor) or (
             isinstance(x, (int, float)) and not isinstance(x, bool)) for x in inputs):
         (dtype,) = dtypes  # the common cases: one dtype, or a float tensor and numbers
         if all(isinstance(x, Tensor) for x in inputs):
             return list(inputs)
-        if dtype.kind == "f":
-            return _as_tensors(inputs, op)  # the numbers take the float tensor's dtype
+        if dtype.kind == "f":  # the numbers take the float tensor's dtype
+            return list(inputs) if numbers_ok else _as_tensors(inputs, op)
     tensors = _as_tensors(inputs, op)
     dtype = result_type(inputs, tensors)
     from .shape import astype
@@ -250,8 +252,8 @@ def mul(a, b) -> Tensor:
 
 def div(a, b) -> Tensor:
     """a / b elementwise (true division: integers give the default float dtype, as PyTorch)."""
-    a, b = promoted("div", a, b)
-    if not backend.is_float(a.dtype):
+    a, b = promoted("div", a, b)  # tensors of one dtype, or a float tensor and a number
+    if isinstance(a, Tensor) and isinstance(b, Tensor) and not backend.is_float(a.dtype):
         from .shape import astype
         a, b = astype(a, backend.DEFAULT_DTYPE), astype(b, backend.DEFAULT_DTYPE)
     return Div.apply(a, b)
@@ -297,7 +299,7 @@ def nonzero(x, *, as_tuple: bool = False):
 
 def _compare(name: str):
     def compare(a, b) -> Tensor:
-        a, b = promoted(name, a, b)
+        a, b = promoted(name, a, b, numbers_ok=False)
         xp = backend.get_array_module(a.data)
         return Tensor(getattr(xp, name)(a.data, b.data))  # boolean: no gradient
 
@@ -330,7 +332,7 @@ def remainder(a, b) -> Tensor:
 
 def floor_divide(a, b) -> Tensor:
     """a // b elementwise, rounded down (PyTorch's //); not differentiable."""
-    a, b = promoted("floor_divide", a, b)
+    a, b = promoted("floor_divide", a, b, numbers_ok=False)
     return Tensor(backend.get_array_module(a.data).floor_divide(a.data, b.data))
 
 
@@ -339,7 +341,7 @@ def _logical(name: str, numpy_name: str):
         if b is None:  # logical_not, bitwise_not: one input
             (a,) = _as_tensors([a], name)
             return Tensor(getattr(backend.get_array_module(a.data), numpy_name)(a.data))
-        a, b = promoted(name, a, b)
+        a, b = promoted(name, a, b, numbers_ok=False)
         if backend.is_float(a.dtype) and name.startswith("bitwise"):
             raise TypeError(f"{name}: bitwise ops need bool or integer tensors, got "
                             f"{a.dtype} and {b.dtype}")
