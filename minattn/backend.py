@@ -87,8 +87,36 @@ def get_array_module(*arrays):
     return np
 
 
-def device_of(array) -> str:
-    return "cuda" if is_cupy_array(array) else "cpu"
+class Device(str):
+    """A device, as ``torch.device``: ``Device("cpu")``, ``Device("cuda:0")``,
+    ``Device("cuda", 0)``, with ``.type`` and ``.index``. A ``str`` subclass, so that it
+    compares equal to its name (``t.device == "cpu"``) and goes wherever a name does."""
+
+    def __new__(cls, type, index=None):  # noqa: A002 - torch.device's argument name
+        if isinstance(type, Device) and index is None:
+            return type
+        name, _, number = str(type).partition(":")
+        if name not in DEVICES:
+            raise RuntimeError(f"unknown device {str(type)!r}: expected one of {DEVICES}")
+        index = int(number) if number else index
+        self = super().__new__(cls, name)  # compares as "cpu" or "cuda", as minattn names it
+        self.type, self.index = name, index
+        return self
+
+    def __repr__(self) -> str:
+        index = "" if self.index is None else f", index={self.index}"
+        return f"device(type='{self.type}'{index})"
+
+
+_DEVICE_OF = {}  # one Device per name: Tensor.device is read by every op
+
+
+def device_of(array) -> Device:
+    name = "cuda" if is_cupy_array(array) else "cpu"
+    device = _DEVICE_OF.get(name)
+    if device is None:
+        device = _DEVICE_OF[name] = Device(name)
+    return device
 
 
 def check_device(device) -> str:

@@ -26,6 +26,9 @@ float, double, half = float32, float64, float16  # noqa: A001 - torch.float is f
 long, int = int64, int32  # noqa: A001 - torch.int is int32
 
 
+device = backend.Device  # torch.device("cpu"), torch.device("cuda", 0)
+
+
 def get_default_dtype():
     """The dtype of new float tensors: float32, as PyTorch's."""
     return backend.DEFAULT_DTYPE
@@ -312,7 +315,7 @@ def _attach_to_tensor() -> None:
 
 _attach_to_tensor()
 
-__all__ = ["BoolTensor", "DoubleTensor", "FloatTensor", "IntTensor", "LongTensor", "arange",
+__all__ = ["device", "BoolTensor", "DoubleTensor", "FloatTensor", "IntTensor", "LongTensor", "arange",
            "as_tensor", "bool", "double", "empty", "empty_like", "eye", "float", "float16",
            "float32", "float64", "from_numpy", "full", "full_like", "get_default_dtype", "half",
            "int", "int8", "int16", "int32", "int64", "is_floating_point", "is_tensor", "linspace",
