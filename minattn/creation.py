@@ -315,7 +315,8 @@ def _attach_to_tensor() -> None:
 
 _attach_to_tensor()
 
-__all__ = ["device", "BoolTensor", "DoubleTensor", "FloatTensor", "IntTensor", "LongTensor", "arange",
+__all__ = ["device", "BoolTensor", "DoubleTensor", "FloatTensor", "IntTensor", "LongTensor",
+           "arange",
            "as_tensor", "bool", "double", "empty", "empty_like", "eye", "float", "float16",
            "float32", "float64", "from_numpy", "full", "full_like", "get_default_dtype", "half",
            "int", "int8", "int16", "int32", "int64", "is_floating_point", "is_tensor", "linspace",
