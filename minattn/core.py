@@ -283,8 +283,12 @@ class Tensor:
         return len(self.data)
 
     def __repr__(self) -> str:
-        body = repr(backend.to_numpy(self.data)).removeprefix("array(").removesuffix(")")
-        extra = f", device='{self.device}'" if self.device != "cpu" else ""
+        array = backend.to_numpy(self.data)
+        body = backend.np.array2string(array, separator=", ", prefix="tensor(")
+        # PyTorch's reading: the dtype is said unless it is a default one
+        extra = "" if array.dtype.name in ("float32", "int64", "bool") \
+            else f", dtype={array.dtype.name}"
+        extra += f", device='{self.device}'" if self.device != "cpu" else ""
         if self._ctx is not None:
             extra += f", grad_fn={type(self._ctx).__name__}"
         elif self.requires_grad:
