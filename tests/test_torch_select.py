@@ -159,3 +159,18 @@ def test_wrong_backwards_are_caught(cls, case, name, wrong, monkeypatch):
     fn, shapes = CASE[case]
     with pytest.raises(ma.GradcheckError):
         ma.gradcheck(fn, make_inputs(shapes, seed=3))
+
+
+def test_the_remaining_pytorch_names_match_pytorch():
+    x, t = ma.tensor(A), torch.tensor(A)
+    for f in (lambda l, v: l.nonzero(v > 0), lambda l, v: l.sign(v), lambda l, v: l.floor(v),
+              lambda l, v: l.ceil(v), lambda l, v: l.trunc(v * 3), lambda l, v: l.amin(v, 1),
+              lambda l, v: l.logical_not(v > 0), lambda l, v: l.logical_xor(v > 0, v < 0.5),
+              lambda l, v: l.greater(v, 0.1), lambda l, v: l.empty_like(v).shape,
+              lambda l, v: l.as_tensor(np.array([1, 2])), lambda l, v: l.clip(v, -0.1, 0.1)):
+        got, want = f(ma, x), f(torch, t)
+        if isinstance(want, tuple):  # a shape
+            assert tuple(got) == tuple(want)
+            continue
+        assert str(got.dtype) == str(want.dtype).removeprefix("torch.")
+        np.testing.assert_array_equal(got.numpy(), want.numpy())
