@@ -4,6 +4,7 @@ the command line, the scaling comparison. Each run here is a few steps of a tiny
 import dataclasses
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +13,18 @@ import minattn as ma
 from minattn.tools import cli
 from minattn.tools import train as T
 from minattn.tools.train import checkpoints, loop
+
+FAST = ["--quick", "--quiet", "--no-figures", "--steps", "6", "--eval-every", "3",
+        "--checkpoint-every", "3"]  # a tiny model, six steps
+
+
+def _usage(argv, capsys):
+    """(exit status, stderr) of a command line that argparse may end with SystemExit."""
+    try:
+        code = cli.main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    return code, capsys.readouterr().err
 
 
 def tiny(**kwargs) -> T.TrainConfig:
@@ -91,11 +104,44 @@ def test_learning_rate_schedule():
     assert T.learning_rate(config, 110) == pytest.approx(0.1)
 
 
-def test_parse_scale():
-    assert T.parse_scale("none", 16) is None
-    assert T.parse_scale("1", 16) == 1.0
-    assert T.parse_scale("1/d", 16) == 1 / 16
+def test_parse_scale_reads_the_project_wide_names_and_numbers():
+    assert T.SCALE_NAMES == ("sqrt", "unscaled", "linear")
+    assert T.parse_scale("sqrt", 16) is None  # nn.MultiheadAttention's 1/sqrt(d)
+    assert T.parse_scale("unscaled", 16) == 1.0
+    assert T.parse_scale("linear", 16) == 1 / 16
+    assert T.parse_scale("1", 16) == 1.0  # a number is itself: 1 is unscaled
+    assert T.parse_scale(" Linear ", 16) == 1 / 16
     assert T.parse_scale("0.5", 16) == 0.5
+    for bad in ("abc", "0", "-1", "nan", "inf"):
+        with pytest.raises(ValueError, match="sqrt.*unscaled.*linear.*above 0"):
+            T.parse_scale(bad, 16)
+
+
+@pytest.mark.parametrize("old, value, new", [("none", None, "sqrt"), ("default", None, "sqrt"),
+                                             ("1/sqrt(d)", None, "sqrt"),
+                                             ("1/d", 1 / 16, "linear")])
+def test_parse_scale_still_reads_the_old_spellings_with_a_warning(old, value, new):
+    with pytest.warns(FutureWarning, match=f"write {new}"):
+        assert T.parse_scale(old, 16) == value
+
+
+def test_none_is_deprecated_with_both_of_its_meanings_said():
+    with pytest.warns(FutureWarning) as caught:
+        T.parse_scale("none", 16)
+    (warning,) = caught
+    message = str(warning.message)
+    assert "meant 1/sqrt(d)" in message and "`minattn scaling`" in message
+    assert "for unscaled" in message and "write sqrt (1/sqrt(d)) or unscaled (1)" in message
+
+
+def test_scale_labels_use_the_words():
+    assert [T.scale_label(s, 16) for s in (None, 1.0, 1 / 16, 0.5)] == \
+        ["sqrt (1/sqrt(d))", "unscaled (1)", "linear (1/d)", "0.5"]
+    assert [T.scale_name(s, 16) for s in (None, 1.0, 1 / 16, 0.5)] == \
+        ["sqrt", "unscaled", "linear", "0.5"]
+    assert T.scale_label(1 / 16) == "0.0625"  # 1/d only when d is known
+    config = T.TrainConfig(embed_dim=64, num_heads=4, scale=1 / 16)
+    assert config.label() == "linear (1/d)" and config.scale_name() == "linear"
 
 
 def test_attention_entropy():
@@ -233,8 +279,9 @@ def test_cli_quick_run_with_figures(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "held-out token accuracy" in out and "steps to 99%" in out
     assert (tmp_path / "metrics.json").exists() and (tmp_path / "training_curves.png").exists()
-    assert (tmp_path / "attention_1_sqrtd_layer0.png").exists()
-    assert (tmp_path / "gradients_1_sqrtd_layer0.png").exists()  # P, dP, dS of the model
+    assert "sqrt (1/sqrt(d))" in out  # the default scale, by its word
+    assert (tmp_path / "attention_sqrt_layer0.png").exists()
+    assert (tmp_path / "gradients_sqrt_layer0.png").exists()  # P, dP, dS of the model
 
 
 def test_cli_stop_and_resume(tmp_path, capsys):
@@ -249,14 +296,78 @@ def test_cli_stop_and_resume(tmp_path, capsys):
 
 def test_cli_compare_scaling(tmp_path, capsys):
     args = ["train", "--quick", "--quiet", "--no-figures", "--compare-scaling",
-            "--scales", "none,1,1/d", "--out", str(tmp_path)]
+            "--scales", "sqrt,unscaled,linear,0.5", "--out", str(tmp_path)]
     assert cli.main(args) == 0
-    table = capsys.readouterr().out
-    assert "1/sqrt(d)" in table and "0.0625" in table
+    captured = capsys.readouterr()
+    assert "deprecated" not in captured.err
+    labels = ["sqrt (1/sqrt(d))", "unscaled (1)", "linear (1/d)", "0.5"]
+    assert all(label in captured.out for label in labels)
+    comparison = json.loads((tmp_path / "comparison.json").read_text())
+    assert [r["scale"] for r in comparison["rows"]] == labels
+    names = ["scale-sqrt", "scale-unscaled", "scale-linear", "scale-0p5"]
+    assert comparison["runs"] == [str(tmp_path / n) for n in names]
+    for name, scale in zip(names, (None, 1.0, 1 / 16, 0.5)):  # quick: d = 32 / 2 heads
+        saved = json.loads((tmp_path / name / "metrics.json").read_text())["config"]
+        assert saved["scale"] == scale  # stored as before: None or the number
+
+
+def test_cli_compare_scaling_defaults_to_sqrt_and_unscaled(tmp_path, capsys):
+    args = ["train", *FAST, "--compare-scaling", "--out", str(tmp_path)]
+    assert cli.main(args) == 0
     rows = json.loads((tmp_path / "comparison.json").read_text())["rows"]
-    assert [r["scale"] for r in rows] == ["1/sqrt(d)", "1", "0.0625"]
-    for name in ("scale-1_sqrtd", "scale-1", "scale-0p0625"):
-        assert (tmp_path / name / "metrics.json").exists()
+    assert [r["scale"] for r in rows] == ["sqrt (1/sqrt(d))", "unscaled (1)"]
+
+
+@pytest.mark.parametrize("old, new", [("none", "sqrt"), ("default", "sqrt"),
+                                      ("1/sqrt(d)", "sqrt"), ("1/d", "linear")])
+def test_cli_old_scale_spellings_still_run_and_say_the_new_word(tmp_path, capsys, old, new):
+    assert cli.main(["train", *FAST, "--scale", old, "--out", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    (line,) = [line for line in captured.err.splitlines() if "deprecated" in line]
+    assert line.startswith(f"minattn train: --scale {old!r} is deprecated") and new in line
+    assert "Traceback" not in captured.err and "Warning" not in captured.err
+    saved = json.loads((tmp_path / "metrics.json").read_text())["config"]["scale"]
+    assert saved == T.parse_scale(new, 16)
+
+
+def test_cli_scale_none_says_what_it_meant_here_and_in_scaling(tmp_path, capsys):
+    args = ["train", *FAST, "--compare-scaling", "--scales", "none,1", "--out", str(tmp_path)]
+    assert cli.main(args) == 0
+    captured = capsys.readouterr()
+    (line,) = [line for line in captured.err.splitlines() if "deprecated" in line]
+    assert line.startswith("minattn train: --scales 'none' is deprecated")
+    assert "meant 1/sqrt(d)" in line and "`minattn scaling` used it for unscaled" in line
+    assert "write sqrt (1/sqrt(d)) or unscaled (1)" in line
+    rows = json.loads((tmp_path / "comparison.json").read_text())["rows"]
+    assert [r["scale"] for r in rows] == ["sqrt (1/sqrt(d))", "unscaled (1)"]
+
+
+def test_cli_an_old_spelling_and_its_new_word_are_one_scale(tmp_path, capsys):
+    code, err = _usage(["train", *FAST, "--compare-scaling", "--scales", "none,sqrt",
+                        "--out", str(tmp_path / "run")], capsys)
+    assert code == 2 and "twice" in err and not (tmp_path / "run").exists()
+
+
+def test_runs_saved_before_the_words_still_load_and_report(tmp_path, capsys):
+    """A run of an earlier version: scale stored as None or a number, folders named
+    scale-1_sqrtd and scale-1. Its metrics still report, and --resume finds its folders."""
+    out = tmp_path / "old"
+    args = ["train", *FAST, "--compare-scaling", "--out", str(out)]
+    assert cli.main(args + ["--stop-after", "3"]) == 0  # stops inside the first run
+    (out / "scale-sqrt").rename(out / "scale-1_sqrtd")  # as the earlier version named it
+    capsys.readouterr()
+    assert cli.main(args + ["--resume"]) == 0
+    assert f"resuming {out / 'scale-1_sqrtd'} at step 3" in capsys.readouterr().out
+    assert not (out / "scale-sqrt").exists()
+    comparison = json.loads((out / "comparison.json").read_text())
+    assert comparison["runs"] == [str(out / "scale-1_sqrtd"), str(out / "scale-unscaled")]
+    results = [json.loads((Path(run) / "metrics.json").read_text())
+               for run in comparison["runs"]]
+    assert [r["config"]["scale"] for r in results] == [None, 1.0]
+    rows = [T.summary_row(r) for r in results]
+    assert [r["scale"] for r in rows] == ["sqrt (1/sqrt(d))", "unscaled (1)"]
+    assert "unscaled (1)" in T.format_table(rows, 0.99)
+    assert T.TrainConfig(**results[1]["config"]).label() == "unscaled (1)"
 
 
 def test_scales_start_from_the_same_weights():

@@ -10,9 +10,10 @@ Tasks (token ids; ``|`` is the delimiter token):
 
 The loss and the accuracy count only the positions that have an answer (the second
 half for reverse and copy). ``--compare-scaling`` trains the same model from the same
-seeds with ``scale=None`` (1/sqrt(d)) and ``scale=1.0`` (unscaled; ``--scales`` adds
-``1/d``) and reports loss, accuracy, steps to the target, the gradient norms of the
-attention projections and the attention entropy over training.
+seeds with the scales ``sqrt`` (1/sqrt(d), ``scale=None``) and ``unscaled`` (1,
+``scale=1.0``), or those of ``--scales`` (``linear`` is 1/d, a number is itself), and
+reports loss, accuracy, steps to the target, the gradient norms of the attention
+projections and the attention entropy over training.
 
 Reproducibility and resuming: every random draw of step t comes from (seed, t): the
 batch from ``numpy.random.default_rng([seed, 0, t])``, dropout from minattn's generator
@@ -30,7 +31,7 @@ and ``command`` (the command-line options and ``run``).
 
 from .checkpoints import CHECKPOINT, load_checkpoint, restore, save_checkpoint
 from .command import add_arguments, config_from_args, run
-from .config import TrainConfig, parse_scale, quick, scale_label
+from .config import SCALE_NAMES, TrainConfig, parse_scale, quick, scale_label, scale_name
 from .loop import (
     attention_entropy,
     attention_grad_norms,
@@ -44,9 +45,9 @@ from .loop import (
 from .report import format_table, gradient_figures, summary_row, write_figures
 from .tasks import TEXT, CharTask, SequenceTask, eval_batch, make_task, train_batch
 
-__all__ = ["CHECKPOINT", "TEXT", "CharTask", "SequenceTask", "TrainConfig", "add_arguments",
-           "attention_entropy", "attention_grad_norms", "build", "config_from_args",
-           "eval_batch", "evaluate", "format_table", "gradient_figures", "greedy_accuracy",
-           "learning_rate", "load_checkpoint", "loss_and_accuracy", "make_task", "parse_scale",
-           "quick", "restore", "run", "save_checkpoint", "scale_label", "summary_row", "train",
-           "train_batch", "write_figures"]
+__all__ = ["CHECKPOINT", "SCALE_NAMES", "TEXT", "CharTask", "SequenceTask", "TrainConfig",
+           "add_arguments", "attention_entropy", "attention_grad_norms", "build",
+           "config_from_args", "eval_batch", "evaluate", "format_table", "gradient_figures",
+           "greedy_accuracy", "learning_rate", "load_checkpoint", "loss_and_accuracy",
+           "make_task", "parse_scale", "quick", "restore", "run", "save_checkpoint",
+           "scale_label", "scale_name", "summary_row", "train", "train_batch", "write_figures"]

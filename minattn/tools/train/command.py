@@ -30,91 +30,122 @@ from ..options import (
     probability,
 )
 from .checkpoints import CHECKPOINT, CheckpointError, _write_json, load_checkpoint, saved_config
-from .config import TrainConfig, parse_scale, quick, scale_label
-from .loop import TrainingDiverged, train
+from .config import (
+    TrainConfig,
+    canonical_scale,
+    deprecated_scale,
+    legacy_folder_name,
+    parse_scale,
+    quick,
+)
+from .loop import QUIET_EVERY_FRACTION, QUIET_EVERY_S, TrainingDiverged, train
 from .report import _slug, format_table, summary_row, write_figures
 from .tasks import make_task
 
 
-def scale_option(text: str) -> str:
-    """An attention scale as typed (none, 1, 1/d, 0.5): checked now, read once d is known."""
-    try:
-        parse_scale(text, head_dim=1)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text.strip().lower()
+def _scale_type(option: str):
+    """An attention scale as typed (sqrt, unscaled, linear, 0.5), checked now and given back
+    in today's words; read once d is known. An old spelling (none, 1/d, ...) is still read,
+    with one line on stderr naming the new word."""
+
+    def check(text: str) -> str:
+        try:
+            parse_scale(canonical_scale(text), head_dim=1)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        note = deprecated_scale(text)
+        if note is not None:
+            print(f"minattn train: {option} {note}", file=sys.stderr, flush=True)
+        return canonical_scale(text)
+
+    return check
 
 
-scale_list = comma_list(scale_option, "none,1,1/d")
+scale_option = _scale_type("--scale")
+scale_list = comma_list(_scale_type("--scales"), "sqrt,unscaled,linear")
+DEFAULT_SCALES = ["sqrt", "unscaled"]  # what --compare-scaling trains without --scales
 
 
 def add_arguments(parser) -> None:
+    """Every option, with its default in its help (a test holds --help to that)."""
     d, q = TrainConfig(), quick(TrainConfig())
 
     def default(name: str) -> str:  # None in args means "not given" (see config_from_args)
-        return f"default {getattr(d, name)}; {getattr(q, name)} with --quick"
+        return f"(default: {getattr(d, name)}; {getattr(q, name)} with --quick)"
 
-    parser.add_argument("--task", choices=["reverse", "copy", "chars"], default=d.task)
-    parser.add_argument("--seq-len", type=positive_int, default=None,
-                        help="symbols to reverse or copy (chars: half the context; "
-                             f"{default('seq_len')})")
-    parser.add_argument("--num-symbols", type=positive_int, default=d.num_symbols,
-                        help="alphabet size of reverse and copy")
-    parser.add_argument("--text", type=existing_file, default=None, help="chars: a UTF-8 "
-                        "text file (default: the public-domain text shipped with minattn)")
-    parser.add_argument("--steps", type=positive_int, default=None, help=default("steps"))
-    parser.add_argument("--batch-size", type=positive_int, default=None,
-                        help=default("batch_size"))
-    parser.add_argument("--lr", type=positive_float, default=d.lr)
-    parser.add_argument("--warmup", type=nonnegative_int, default=None,
-                        help=f"steps of linear warm-up ({default('warmup')})")
-    parser.add_argument("--weight-decay", type=nonnegative_float, default=d.weight_decay)
-    parser.add_argument("--grad-clip", type=nonnegative_float, default=d.grad_clip,
-                        help="max gradient norm (0: no clipping)")
-    parser.add_argument("--embed-dim", type=positive_int, default=None,
-                        help=f"model width ({default('embed_dim')})")
-    parser.add_argument("--num-heads", type=positive_int, default=None,
-                        help=f"attention heads, a divisor of --embed-dim ({default('num_heads')})")
-    parser.add_argument("--num-layers", type=positive_int, default=None,
-                        help=default("num_layers"))
-    parser.add_argument("--positions", choices=["learned", "sinusoidal"], default=d.positions)
-    parser.add_argument("--dropout", type=probability, default=d.dropout,
-                        help="dropout rate, from 0 up to (not including) 1")
-    parser.add_argument("--scale", type=scale_option, default=None,
-                        help="attention scale: none (1/sqrt(d), the default), 1 (unscaled), "
-                             "1/d, or a number above 0")
-    parser.add_argument("--impl", choices=["composed", "fused", "flash"], default=None,
-                        help="attention implementation (default: the device's fastest)")
-    parser.add_argument("--compare-scaling", action="store_true",
-                        help="train with each of --scales from the same seeds and compare")
-    parser.add_argument("--scales", type=scale_list, default=None,
-                        help="scales for --compare-scaling, comma-separated (default none,1; "
-                             "e.g. none,1,1/d)")
-    parser.add_argument("--seed", type=nonnegative_int, default=d.seed)
-    parser.add_argument("--eval-every", type=positive_int, default=None,
-                        help=default("eval_every"))
-    parser.add_argument("--eval-size", type=positive_int, default=None,
-                        help=f"held-out sequences ({default('eval_size')})")
-    parser.add_argument("--target", type=fraction, default=d.target,
-                        help="held-out token accuracy that counts as reached (above 0, at "
-                             "most 1)")
-    parser.add_argument("--checkpoint-every", type=positive_int, default=None,
-                        help=default("checkpoint_every"))
-    parser.add_argument("--device", choices=DEVICES, default=None,
-                        help="cpu or cuda (default: MINATTN_DEVICE, else cpu)")
-    parser.add_argument("--dtype", choices=DTYPES, default=d.dtype,
-                        help="float32 (default) or float64")
-    parser.add_argument("--out", type=out_folder, default="results/train", metavar="DIR",
-                        help="output folder (default: results/train); an earlier run there is "
-                             "kept, renamed DIR-<timestamp>; a folder minattn did not write "
-                             "is refused")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue from the checkpoint in --out (same settings)")
-    parser.add_argument("--stop-after", type=positive_int, default=None,
-                        help="stop after this many steps, with a checkpoint (as if interrupted)")
-    parser.add_argument("--quick", action="store_true", help="a few steps of a small model")
-    parser.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add = parser.add_argument
+    add("--task", choices=["reverse", "copy", "chars"], default=d.task,
+        help="reverse or copy a sequence of symbols, or predict the next character of a text "
+             "(default: %(default)s)")
+    add("--seq-len", type=positive_int, default=None,
+        help=f"symbols to reverse or copy; chars: half the context {default('seq_len')}")
+    add("--num-symbols", type=positive_int, default=d.num_symbols,
+        help="alphabet size of reverse and copy (default: %(default)s)")
+    add("--text", type=existing_file, default=None,
+        help="chars: a UTF-8 text file (default: the public-domain text shipped with minattn)")
+    add("--steps", type=positive_int, default=None,
+        help=f"optimizer steps {default('steps')}")
+    add("--batch-size", type=positive_int, default=None,
+        help=f"sequences per step {default('batch_size')}")
+    add("--lr", type=positive_float, default=d.lr,
+        help="peak learning rate of AdamW, reached after --warmup and decayed by a cosine to "
+             f"{d.min_lr_ratio:g} x it (default: %(default)s)")
+    add("--warmup", type=nonnegative_int, default=None,
+        help=f"steps of linear warm-up {default('warmup')}")
+    add("--weight-decay", type=nonnegative_float, default=d.weight_decay,
+        help="AdamW weight decay of the weight matrices (default: %(default)s)")
+    add("--grad-clip", type=nonnegative_float, default=d.grad_clip,
+        help="max gradient norm, 0 for no clipping (default: %(default)s)")
+    add("--embed-dim", type=positive_int, default=None,
+        help=f"model width {default('embed_dim')}")
+    add("--num-heads", type=positive_int, default=None,
+        help=f"attention heads, a divisor of --embed-dim {default('num_heads')}")
+    add("--num-layers", type=positive_int, default=None,
+        help=f"transformer blocks {default('num_layers')}")
+    add("--positions", choices=["learned", "sinusoidal"], default=d.positions,
+        help="position embeddings (default: %(default)s)")
+    add("--dropout", type=probability, default=d.dropout,
+        help="dropout rate, from 0 up to (not including) 1 (default: %(default)s)")
+    add("--scale", type=scale_option, default=None,
+        help="attention scale c in softmax(c q.k): sqrt (1/sqrt(d)), unscaled (1), linear "
+             "(1/d), or a number above 0 (default: sqrt)")
+    add("--impl", choices=["composed", "fused", "flash"], default=None,
+        help="attention implementation (default: the device's fastest)")
+    add("--compare-scaling", action="store_true",
+        help="train with each of --scales from the same seeds and compare (default: off)")
+    add("--scales", type=scale_list, default=None,
+        help="scales for --compare-scaling, comma-separated, e.g. sqrt,unscaled,linear "
+             f"(default: {','.join(DEFAULT_SCALES)})")
+    add("--seed", type=nonnegative_int, default=d.seed,
+        help="seed of the weights, the batches and dropout (default: %(default)s)")
+    add("--eval-every", type=positive_int, default=None,
+        help=f"steps between held-out evaluations {default('eval_every')}")
+    add("--eval-size", type=positive_int, default=None,
+        help=f"held-out sequences {default('eval_size')}")
+    add("--target", type=fraction, default=d.target,
+        help="held-out token accuracy that counts as reached, above 0 and at most 1 "
+             "(default: %(default)s)")
+    add("--checkpoint-every", type=positive_int, default=None,
+        help=f"steps between checkpoints {default('checkpoint_every')}")
+    add("--device", choices=DEVICES, default=None,
+        help="cpu or cuda (default: MINATTN_DEVICE, else cpu)")
+    add("--dtype", choices=DTYPES, default=d.dtype,
+        help="float32 or float64 (default: %(default)s)")
+    add("--out", type=out_folder, default="results/train", metavar="DIR",
+        help="output folder; an earlier run there is kept, renamed DIR-<timestamp>; a folder "
+             "minattn did not write is refused (default: %(default)s)")
+    add("--resume", action="store_true",
+        help="continue from the checkpoint in --out, with the same settings (default: off)")
+    add("--stop-after", type=positive_int, default=None,
+        help="stop after this many steps, with a checkpoint, as if interrupted (default: "
+             "none, run to --steps)")
+    add("--quick", action="store_true",
+        help="a few steps of a small model, in seconds (default: off)")
+    add("--no-figures", action="store_true", help="skip the PNG figures (default: off)")
+    add("--quiet", action="store_true",
+        help=f"no progress bar: one line at most every {QUIET_EVERY_S:g} s and every "
+             f"{QUIET_EVERY_FRACTION * 100:.0f}%% of the steps (whichever comes later); "
+             "every step's metrics go to DIR/metrics.json at the end (default: off)")
 
 
 def config_from_args(args, scale=None) -> TrainConfig:
@@ -134,7 +165,7 @@ def config_from_args(args, scale=None) -> TrainConfig:
                                         f"{', '.join(map(str, divisors[:8]))}"
                                         f"{', ...' if len(divisors) > 8 else ''}")
     head_dim = config.embed_dim // config.num_heads
-    return dataclasses.replace(config, scale=parse_scale(scale or args.scale or "none",
+    return dataclasses.replace(config, scale=parse_scale(scale or args.scale or "sqrt",
                                                          head_dim))
 
 
@@ -149,16 +180,16 @@ def plan(args) -> list[tuple[TrainConfig, Path]]:
                                      "one --scale")
     if args.compare_scaling and args.scale is not None:
         raise UsageError("--scale", "--compare-scaling trains each of --scales; name the "
-                                    "scales there, e.g. --scales none,1")
+                                    "scales there, e.g. --scales sqrt,unscaled")
     if args.text is not None and args.task != "chars":
         raise UsageError("--text", f"only --task chars reads a text (this is --task "
                                    f"{args.task})")
     out = Path(args.out)
     if args.compare_scaling:
         planned = []
-        for scale in args.scales or ["none", "1"]:
+        for scale in args.scales or DEFAULT_SCALES:
             config = config_from_args(args, scale)
-            planned.append((config, out / ("scale-" + _slug(config.label()))))
+            planned.append((config, run_folder(out, config, args.resume)))
         labels = [config.label() for config, _ in planned]
         if len(set(labels)) < len(labels):
             raise UsageError("--scales", f"{','.join(args.scales)} names one scale twice "
@@ -180,6 +211,17 @@ def plan(args) -> list[tuple[TrainConfig, Path]]:
                              f"{exc}; use a smaller --seq-len"
                              + ("" if args.text is None else " or a longer text")) from None
     return planned
+
+
+def run_folder(out: Path, config: TrainConfig, resume: bool = False) -> Path:
+    """Where one run of --compare-scaling goes: out/scale-<word> (scale-sqrt, scale-unscaled,
+    scale-linear, scale-0p5); --resume also finds a run saved under the earlier names
+    (scale-1_sqrtd, scale-1, scale-0p0625)."""
+    folder = out / ("scale-" + _slug(config.scale_name()))
+    legacy = out / legacy_folder_name(config.scale)
+    if resume and not folder.exists() and legacy.is_dir():
+        return legacy
+    return folder
 
 
 def check_resume(out: Path, planned) -> None:
@@ -227,15 +269,17 @@ def run(args) -> int:
 
 
 def _train_all(args, planned, out: Path) -> int:
-    results = []
+    results, folders = [], []
     for config, run_out in planned:
         print(f"training {config.task} (length {config.seq_len}) with attention scale "
               f"{config.label()}, {config.steps} steps -> {run_out}")
-        result = train(config, run_out, resume=args.resume, progress=not args.quiet,
+        result = train(config, run_out, resume=args.resume,
+                       progress="quiet" if args.quiet else True,
                        stop_after=args.stop_after)
         if not result["finished"]:
             return 130 if args.stop_after is None else 0
         results.append(result)
+        folders.append(str(run_out))
         final = result["final"]
         reached = "not reached" if result["steps_to_target"] is None else \
             f"reached at step {result['steps_to_target']} " \
@@ -246,8 +290,7 @@ def _train_all(args, planned, out: Path) -> int:
     print(format_table(rows, results[0]["config"]["target"]))
     if args.compare_scaling:
         out.mkdir(parents=True, exist_ok=True)
-        _write_json(out / "comparison.json", {"rows": rows, "runs": [
-            str(out / ("scale-" + _slug(scale_label(r["config"]["scale"])))) for r in results]})
+        _write_json(out / "comparison.json", {"rows": rows, "runs": folders})
     if not args.no_figures:
         for path in write_figures(out, results):
             print(f"wrote {path}")

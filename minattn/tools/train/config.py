@@ -1,13 +1,16 @@
 """The settings of a ``minattn train`` run, and the attention scale's names.
 
 ``TrainConfig`` holds everything that decides a run's result; ``quick`` shrinks it to a
-few seconds; ``parse_scale`` and ``scale_label`` read and print the attention scale.
+few seconds; ``parse_scale``, ``scale_name`` and ``scale_label`` read and print the
+attention scale: ``sqrt`` (1/sqrt(d), the default), ``unscaled`` (1), ``linear`` (1/d) or a
+number.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from dataclasses import dataclass
 
 
@@ -43,30 +46,96 @@ class TrainConfig:
     dtype: str = "float32"
 
     def label(self) -> str:
-        return scale_label(self.scale)
+        """The scale as printed: 'sqrt (1/sqrt(d))', 'unscaled (1)', 'linear (1/d)', '0.5'."""
+        return scale_label(self.scale, head_dim_of(self))
+
+    def scale_name(self) -> str:
+        """The scale's word: 'sqrt', 'unscaled', 'linear', or the number."""
+        return scale_name(self.scale, head_dim_of(self))
 
 
-def scale_label(scale) -> str:
-    return "1/sqrt(d)" if scale is None else f"{scale:g}"
+# The attention scale c in softmax(c q.k), by its project-wide names. The config stores
+# c itself (None for 1/sqrt(d), as nn.MultiheadAttention takes it), so runs saved before
+# these names still load; the names are read here and given back by scale_name.
+SCALE_NAMES = ("sqrt", "unscaled", "linear")
+SCALE_MEANS = {"sqrt": "1/sqrt(d)", "unscaled": "1", "linear": "1/d"}
+# Spellings of earlier versions: still read, with a note (deprecated_scale) on the new word.
+OLD_SCALE_NAMES = {"none": "sqrt", "default": "sqrt", "1/sqrt(d)": "sqrt", "1/d": "linear"}
 
 
-SCALE_NAMES = ("none", "default", "1/sqrt(d)", "1/d")
+def deprecated_scale(text: str) -> str | None:
+    """What to say about an old spelling of a scale (None for a current one)."""
+    text = text.strip().lower()
+    if text == "none":
+        return ("'none' is deprecated: here it meant 1/sqrt(d), while `minattn scaling` "
+                "used it for unscaled; write sqrt (1/sqrt(d)) or unscaled (1)")
+    if text in OLD_SCALE_NAMES:
+        return f"{text!r} is deprecated; write {OLD_SCALE_NAMES[text]}"
+    return None
+
+
+def canonical_scale(text: str) -> str:
+    """A scale as typed, in today's words: 'none' -> 'sqrt', '1/d' -> 'linear', '1' -> '1'."""
+    text = text.strip().lower()
+    return OLD_SCALE_NAMES.get(text, text)
 
 
 def parse_scale(text: str, head_dim: int) -> float | None:
-    """'none' -> None (1/sqrt(d)); '1' -> 1.0; '1/d' -> 1/head_dim; any number above 0."""
-    text = text.strip().lower()
-    if text in ("none", "default", "1/sqrt(d)"):
+    """sqrt -> None (1/sqrt(d)); unscaled -> 1.0; linear -> 1/head_dim; any number above 0.
+
+    The spellings of earlier versions (none, default, 1/sqrt(d), 1/d) are read as before,
+    with a FutureWarning naming the new word.
+    """
+    note = deprecated_scale(text)
+    if note is not None:
+        warnings.warn(f"scale {note}", FutureWarning, stacklevel=2)
+    text = canonical_scale(text)
+    if text == "sqrt":
         return None
-    if text == "1/d":
+    if text == "unscaled":
+        return 1.0
+    if text == "linear":
         return 1.0 / head_dim
     try:
         value = float(text)
     except ValueError:
         value = math.nan
     if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"expected none (1/sqrt(d)), 1/d or a number above 0, got {text!r}")
+        raise ValueError(f"expected sqrt (1/sqrt(d)), unscaled (1), linear (1/d) or a number "
+                         f"above 0, got {text!r}")
     return value
+
+
+def scale_name(scale, head_dim: int | None = None) -> str:
+    """The word for a stored scale: None -> 'sqrt', 1 -> 'unscaled', 1/head_dim -> 'linear',
+    else the number ('0.5'). Also names run folders and figures (scale-sqrt, ...)."""
+    if scale is None:
+        return "sqrt"
+    if scale == 1.0:
+        return "unscaled"
+    if head_dim is not None and scale == 1.0 / head_dim:
+        return "linear"
+    return f"{scale:g}"
+
+
+def scale_label(scale, head_dim: int | None = None) -> str:
+    """What tables and figures print: 'sqrt (1/sqrt(d))', 'unscaled (1)', 'linear (1/d)',
+    or the number ('0.5')."""
+    name = scale_name(scale, head_dim)
+    return f"{name} ({SCALE_MEANS[name]})" if name in SCALE_MEANS else name
+
+
+def head_dim_of(config) -> int:
+    """d, the size of one head, of a TrainConfig or of its dict (as saved)."""
+    get = config.get if isinstance(config, dict) else lambda k: getattr(config, k)
+    return get("embed_dim") // get("num_heads")
+
+
+def legacy_folder_name(scale) -> str:
+    """The run folder's name under --compare-scaling before the scale had words
+    (scale-1_sqrtd, scale-1, scale-0p0625): still found by --resume."""
+    label = "1/sqrt(d)" if scale is None else f"{scale:g}"
+    return "scale-" + label.replace("/", "_").replace("(", "").replace(")", "").replace(".", "p")
 
 
 def quick(config: TrainConfig) -> TrainConfig:

@@ -177,8 +177,14 @@ class _StopFlag:
             signal.signal(signal.SIGINT, previous)
 
 
-def _progress(total: int, initial: int, enabled: bool, desc: str):
-    if not enabled:
+# --quiet: a line when both have passed since the last one, so a run says a few words
+# and no more (at most 1 / QUIET_EVERY_FRACTION lines, at most one per QUIET_EVERY_S)
+QUIET_EVERY_S = 30.0
+QUIET_EVERY_FRACTION = 0.1
+
+
+def _progress(total: int, initial: int, enabled, desc: str):
+    if enabled is not True:  # False: nothing; "quiet": the sparse lines of train
         return None
     try:
         from tqdm import tqdm
@@ -187,13 +193,26 @@ def _progress(total: int, initial: int, enabled: bool, desc: str):
     return tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True, leave=True)
 
 
-def train(config: TrainConfig, out: Path, resume: bool = False, progress: bool = True,
-          stop_after: int | None = None, on_step=None, log=print) -> dict:
+def _line_due(progress, steps: int, seconds: float, steps_since: int, last: bool) -> bool:
+    """Whether a progress line is due: quiet, after QUIET_EVERY_S seconds and a tenth of
+    the steps both (the summary that follows the run says the end); else every 5 s."""
+    if progress == "quiet":
+        return seconds >= QUIET_EVERY_S and steps_since >= math.ceil(QUIET_EVERY_FRACTION
+                                                                       * steps)
+    return seconds > 5 or last
+
+
+def train(config: TrainConfig, out: Path, resume: bool = False, progress=True,
+          stop_after: int | None = None, on_step=None, log=print,
+          clock=time.perf_counter) -> dict:
     """Train one model; return its metrics (also written to ``out/metrics.json``).
 
-    ``stop_after``: stop after that many steps of this call, with a checkpoint (as if
-    interrupted). ``on_step(step, model)`` is called after every step (tests use it to
-    simulate a crash).
+    ``progress``: True, a progress bar (tqdm; without it a line every 5 s); ``"quiet"``, a
+    line once both QUIET_EVERY_S seconds and QUIET_EVERY_FRACTION of the steps have passed
+    since the last; False, nothing. ``stop_after``: stop after that many steps of this call,
+    with a checkpoint (as if interrupted). ``on_step(step, model)`` is called after every
+    step (tests use it to simulate a crash). ``clock``: seconds, for the times measured and
+    the progress lines (tests give one they control).
     """
     out = Path(out)
     ckpt = out / CHECKPOINT
@@ -223,9 +242,14 @@ def train(config: TrainConfig, out: Path, resume: bool = False, progress: bool =
     elif resume:
         log(f"no checkpoint in {out}: starting from step 0")
 
-    bar = _progress(config.steps, step, progress, f"{config.task} scale={config.label()}")
-    started, this_call = time.perf_counter() - state["train_time_s"], 0
-    last_line = time.perf_counter()
+    bar = _progress(config.steps, step, progress, f"{config.task} scale={config.scale_name()}")
+    started, this_call = clock() - state["train_time_s"], 0
+    last_line, last_line_step = clock(), step
+    if progress == "quiet":
+        log(f"quiet: a line at most every {QUIET_EVERY_S:g} s and every "
+            f"{QUIET_EVERY_FRACTION:.0%} of the steps; every step's metrics go to "
+            f"{out / 'metrics.json'} at the end, a checkpoint to {ckpt} every "
+            f"{config.checkpoint_every} steps")
     # the bar is closed however the loop ends (a diverged step, a second Ctrl-C, a crash)
     closing = contextlib.closing(bar) if bar is not None else contextlib.nullcontext()
     with _StopFlag() as stop, closing:
@@ -250,7 +274,7 @@ def train(config: TrainConfig, out: Path, resume: bool = False, progress: bool =
                       "lr": opt.param_groups[0]["lr"], "grad_norm": total_norm, **attn_norms}
             state["history"].append(record)
             if step % config.eval_every == 0 or step == config.steps:
-                state["train_time_s"] = time.perf_counter() - started
+                state["train_time_s"] = clock() - started
                 ev = {"step": step, **evaluate(model, task, config),
                       "time_s": state["train_time_s"]}
                 state["evals"].append(ev)
@@ -262,17 +286,18 @@ def train(config: TrainConfig, out: Path, resume: bool = False, progress: bool =
                 bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['acc']:.3f}",
                                 held_out=f"{state['evals'][-1]['token_acc']:.3f}"
                                 if state["evals"] else "-")
-            elif progress and (time.perf_counter() - last_line > 5 or step == config.steps):
-                last_line = time.perf_counter()
+            elif progress and _line_due(progress, config.steps, clock() - last_line,
+                                        step - last_line_step, step == config.steps):
+                last_line, last_line_step = clock(), step
                 held = f" held-out acc {state['evals'][-1]['token_acc']:.3f}" \
                     if state["evals"] else ""
                 log(f"step {step}/{config.steps} loss {record['loss']:.4f} "
-                    f"acc {record['acc']:.3f}{held}")
+                    f"acc {record['acc']:.3f}{held}, {clock() - started:.0f} s")
             if on_step is not None:
                 on_step(step, model)
             interrupted = stop.requested or (stop_after is not None and this_call >= stop_after)
             if step % config.checkpoint_every == 0 or step == config.steps or interrupted:
-                state["train_time_s"] = time.perf_counter() - started
+                state["train_time_s"] = clock() - started
                 save_checkpoint(ckpt, model, opt, step, config, state)
                 saved_step = step
             if interrupted:

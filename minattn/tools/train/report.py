@@ -12,17 +12,27 @@ from pathlib import Path
 import numpy as np
 
 from ... import core
-from .config import TrainConfig, scale_label
+from .config import TrainConfig, head_dim_of, scale_label, scale_name
 from .loop import loss_and_accuracy
 from .tasks import eval_batch
 
 
+def label_of(result: dict) -> str:
+    """The scale of a run (a result, or metrics.json read back) as printed:
+    'sqrt (1/sqrt(d))', 'unscaled (1)', 'linear (1/d)' or the number."""
+    return scale_label(result["config"]["scale"], head_dim_of(result["config"]))
+
+
+def name_of(result: dict) -> str:
+    """The scale's word, for file names: 'sqrt', 'unscaled', 'linear' or the number."""
+    return scale_name(result["config"]["scale"], head_dim_of(result["config"]))
+
+
 def summary_row(result: dict) -> dict:
-    final, config = result["final"], result["config"]
-    history = result["history"]
+    final, history = result["final"], result["history"]
     # the norm of all layers' q and k projection gradients together: sqrt(sum of squares)
     qk = [math.sqrt(sum(v**2 for k, v in h.items() if k.endswith(".qk"))) for h in history]
-    return {"scale": scale_label(config["scale"]), "final_loss": final["loss"],
+    return {"scale": label_of(result), "final_loss": final["loss"],
             "token_acc": final["token_acc"], "seq_acc": final["seq_acc"],
             "greedy_seq_acc": final.get("greedy_seq_acc"),
             "steps_to_target": result["steps_to_target"],
@@ -34,7 +44,8 @@ def summary_row(result: dict) -> dict:
 
 
 def format_table(rows: list[dict], target: float) -> str:
-    head = (f"{'scale':<10} {'loss':>8} {'tok acc':>8} {'seq acc':>8} {'greedy':>7} "
+    w = max([10] + [len(r["scale"]) for r in rows])  # the scale column fits the longest label
+    head = (f"{'scale':<{w}} {'loss':>8} {'tok acc':>8} {'seq acc':>8} {'greedy':>7} "
             f"{'steps to ' + format(target, '.0%'):>13} {'time':>8} {'|dQK| mean':>10} "
             f"{'entropy (per layer)':<20}")
     lines = [head, "-" * len(head)]
@@ -42,7 +53,7 @@ def format_table(rows: list[dict], target: float) -> str:
         greedy = "-" if r["greedy_seq_acc"] is None else f"{r['greedy_seq_acc']:.3f}"
         steps = "not reached" if r["steps_to_target"] is None else str(r["steps_to_target"])
         ent = " ".join(f"{e:.2f}" for e in r["attn_entropy_final"])
-        lines.append(f"{r['scale']:<10} {r['final_loss']:>8.4f} {r['token_acc']:>8.4f} "
+        lines.append(f"{r['scale']:<{w}} {r['final_loss']:>8.4f} {r['token_acc']:>8.4f} "
                      f"{r['seq_acc']:>8.3f} {greedy:>7} {steps:>13} "
                      f"{r['train_time_s']:>7.1f}s {r['attn_qk_grad_norm_mean']:>10.3g} {ent:<20}")
     return "\n".join(lines)
@@ -58,7 +69,7 @@ def write_figures(out: Path, results: list[dict], log=print) -> list[Path]:
         log(f"no figures: {exc}")
         return []
     paths = [out / "training_curves.png"]
-    viz.training_curves({scale_label(r["config"]["scale"]): r for r in results},
+    viz.training_curves({label_of(r): r for r in results},
                         path=paths[0], target=results[0]["config"]["target"])
     for r in results:
         model, task = r["model"], r["task"]
@@ -69,11 +80,11 @@ def write_figures(out: Path, results: list[dict], log=print) -> list[Path]:
                             need_weights=True)
             model.train()
         tokens = task.decode(inputs[0])
-        name = "attention_" + _slug(scale_label(r["config"]["scale"]))
+        name = "attention_" + _slug(name_of(r))
         for i, probs in enumerate(maps):
             path = out / f"{name}_layer{i}.png"
             viz.attention_maps(probs.data[0], tokens, path=path,
-                               title=f"layer {i}, scale {scale_label(r['config']['scale'])}")
+                               title=f"layer {i}, scale {label_of(r)}")
             paths.append(path)
         paths += gradient_figures(out, r)
     return paths
@@ -100,13 +111,13 @@ def gradient_figures(out: Path, result: dict) -> list[Path]:
         for attn in attns:
             attn.record = False
     tokens = task.decode(inputs[0])
-    label = scale_label(config.scale)
+    label, name = label_of(result), name_of(result)
     paths = []
     for i, attn in enumerate(attns):
         rec, attn.recorded = attn.recorded, None
         if rec["attn_mask"] is not None or rec["heads"].grad is None:
             continue  # a mask is not drawn; no gradient reached this layer
-        path = out / f"gradients_{_slug(label)}_layer{i}.png"
+        path = out / f"gradients_{_slug(name)}_layer{i}.png"
         viz.plot_attention_gradients(
             rec["q"].data[0, 0], rec["k"].data[0, 0], rec["v"].data[0, 0],
             rec["heads"].grad.data[0, 0], scale=rec["scale"], is_causal=rec["is_causal"],
