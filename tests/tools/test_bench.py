@@ -6,7 +6,8 @@ import math
 import pytest
 
 from minattn.tools import bench
-from minattn.tools.bench import report
+from minattn.tools.bench import cases, report
+from minattn.tools.bench import command as bench_command
 from minattn.tools.cli import main
 
 
@@ -127,3 +128,52 @@ def test_gpu_check_asks_the_bench_for_what_it_has_on_cuda():
         impls = args.impl.split(",")
         assert set(impls) <= set(bench.CUDA_IMPLS), impls
         assert bench.parse_shapes(args.shapes)
+
+
+@pytest.mark.parametrize("quick", [True, False])
+def test_bench_says_what_it_leaves_out_before_and_under_its_table(tmp_path, capsys,
+                                                                  monkeypatch, quick):
+    """--quick says up front, and again under the table, that its numbers are noise; an
+    implementation that cannot run here (PyTorch missing) is named with why, not dropped
+    silently. One tiny case, so that the test takes seconds."""
+    monkeypatch.setattr(cases, "_torch", lambda: None)  # as on a machine without PyTorch
+    monkeypatch.setattr(bench_command, "matmul_peak", lambda device: {"numpy": 100.0})
+    out = tmp_path / "bench.json"
+    args = ["bench", "--impl", "fused,torch-sdpa", "--shapes", "1x8", "--repeat", "1",
+            "--no-long", "--out", str(out)]
+    assert main(args + ["--quick"] * quick) == 0
+    printed = capsys.readouterr().out
+    before, after = printed.split("agreement", 1)[0], printed.split("median ms", 1)[1]
+    skipped = "not timed here: torch-sdpa: PyTorch is not installed"
+    noise = ("quick: at these sizes the timings are noise (a forward can come out slower "
+             "than its forward+backward); run `minattn bench` for numbers.")
+    for part in (before, after):
+        assert skipped in part and "the vs SDPA column stays empty" in part
+        assert (noise in part) == quick
+        assert ("quick: a smoke test, not a measurement: shapes 1x8, 1 repeat." in part) == quick
+    meta = json.loads(out.read_text())["meta"]
+    assert meta["quick"] is quick and list(meta["skipped"]) == ["torch-sdpa"]
+    assert [r["impl"] for r in json.loads(out.read_text())["rows"]] == ["fused", "fused"]
+
+
+def test_quick_notice_names_only_what_this_run_cuts_short():
+    full = bench.quick_notice("1x64,2x128", 2, long=True, numba=True)
+    assert full.startswith("quick: a smoke test, not a measurement: shapes 1x64,2x128, "
+                           "2 repeats, long sequences only to L = 512, no numba compile times.")
+    assert len(full.splitlines()) == 2 and "noise" in full.splitlines()[1]
+    assert "long" not in bench.quick_notice("1x8", 1, long=False, numba=False)
+    assert bench.skipped_notice({}) is None
+    assert bench.skipped_notice({"torch-sdpa": "no torch", "torch-math": "no torch",
+                                 "flash-numba": "no numba"}).splitlines() == [
+        "not timed here: torch-sdpa, torch-math: no torch",
+        "not timed here: flash-numba: no numba",
+        "  (without torch-sdpa, the vs SDPA column stays empty)"]
+
+
+def test_markdown_says_a_quick_run_is_noise_and_what_was_not_timed():
+    meta = {"machine": "m", "threads": {}, "peak_used_gflops": 1.0,
+            "matmul_peak_gflops": {"numpy": 1.0}, "quick": True,
+            "skipped": {"torch-sdpa": "PyTorch is not installed"}}
+    text = bench.format_markdown(meta, [], [])
+    assert "timings are noise" in text and "torch-sdpa (PyTorch is not installed)" in text
+    assert "noise" not in bench.format_markdown(dict(meta, quick=False, skipped={}), [], [])

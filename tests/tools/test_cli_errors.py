@@ -65,7 +65,9 @@ def no_work(monkeypatch):
 # -- each wrong usage: the option, what the message must say -------------------------------
 
 TRAIN_ERRORS = [
-    (["--scale", "abc"], "--scale", "'abc'", "1/d"),
+    (["--scale", "abc"], "--scale", "'abc'", "sqrt (1/sqrt(d)), unscaled (1), linear (1/d) or a "
+     "number above 0"),
+    (["--scale", "sqrtd"], "--scale", "'sqrtd'", "sqrt (1/sqrt(d))"),
     (["--scale", "-1"], "--scale", "'-1'", "above 0"),
     (["--steps", "0"], "--steps", "'0'", "1 or more"),
     (["--steps", "-5"], "--steps", "'-5'", "1 or more"),
@@ -97,9 +99,11 @@ TRAIN_ERRORS = [
     (["--num-layers", "0"], "--num-layers", "'0'"),
     (["--num-symbols", "0"], "--num-symbols", "'0'"),
     (["--stop-after", "0"], "--stop-after", "'0'"),
-    (["--scales", "none,1"], "--scales", "--compare-scaling"),
-    (["--compare-scaling", "--scales", "none,"], "--scales", "'none,'"),
+    (["--scales", "sqrt,unscaled"], "--scales", "--compare-scaling"),
+    (["--compare-scaling", "--scales", "sqrt,"], "--scales", "'sqrt,'"),
+    (["--compare-scaling", "--scales", "sqrt,bogus"], "--scales", "'bogus'", "unscaled (1)"),
     (["--compare-scaling", "--scales", "1,1.0"], "--scales", "twice"),
+    (["--compare-scaling", "--scales", "unscaled,1"], "--scales", "twice", "unscaled (1)"),
     (["--compare-scaling", "--scale", "1"], "--scale", "--scales"),
     (["--out", "{file}"], "--out", "is a file"),
     (["--out", ""], "--out", "''"),
@@ -183,6 +187,15 @@ def test_an_unavailable_cuda_is_the_same_usage_error_everywhere(tmp_path, capsys
     code, _, err = call([command, *argv, "--device", "cuda"], capsys)
     assert_usage_error(code, err, command, "--device", "no GPU here", "--device cpu")
     assert not (tmp_path / "run").exists() and not (tmp_path / "run.partial").exists()
+
+
+def test_bench_with_nothing_that_can_run_here_says_why(capsys, no_work, monkeypatch):
+    from minattn.tools.bench import cases
+
+    monkeypatch.setattr(cases, "_torch", lambda: None)  # as on a machine without PyTorch
+    code, _, err = call(["bench", "--quick", "--impl", "torch-sdpa,torch-math"], capsys)
+    assert_usage_error(code, err, "bench", "--impl", "torch-sdpa: PyTorch is not installed",
+                       "torch-math: PyTorch")
 
 
 def test_bench_checks_its_output_can_be_written_before_timing(tmp_path, capsys, no_work):

@@ -1,9 +1,11 @@
 """`minattn train`: tasks, determinism, checkpoints (atomic, resumable to the same result),
 the command line, the scaling comparison. Each run here is a few steps of a tiny model."""
 
+import argparse
 import dataclasses
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,7 @@ import pytest
 import minattn as ma
 from minattn.tools import cli
 from minattn.tools import train as T
+from minattn.tools.bench import command as bench_command
 from minattn.tools.train import checkpoints, loop
 
 FAST = ["--quick", "--quiet", "--no-figures", "--steps", "6", "--eval-every", "3",
@@ -118,20 +121,20 @@ def test_parse_scale_reads_the_project_wide_names_and_numbers():
 
 
 @pytest.mark.parametrize("old, value, new", [("none", None, "sqrt"), ("default", None, "sqrt"),
-                                             ("1/sqrt(d)", None, "sqrt"),
+                                             ("1/sqrt(d)", None, "sqrt"), (" None ", None, "sqrt"),
                                              ("1/d", 1 / 16, "linear")])
 def test_parse_scale_still_reads_the_old_spellings_with_a_warning(old, value, new):
-    with pytest.warns(FutureWarning, match=f"write {new}"):
+    with pytest.warns(DeprecationWarning, match=f"read as {new}.*write {new}"):
         assert T.parse_scale(old, 16) == value
 
 
-def test_none_is_deprecated_with_both_of_its_meanings_said():
-    with pytest.warns(FutureWarning) as caught:
-        T.parse_scale("none", 16)
+def test_none_is_read_as_what_it_meant_in_train_and_the_warning_says_so():
+    with pytest.warns(DeprecationWarning) as caught:
+        assert T.parse_scale("none", 16) is None  # 1/sqrt(d), as train always read it
     (warning,) = caught
     message = str(warning.message)
-    assert "meant 1/sqrt(d)" in message and "`minattn scaling`" in message
-    assert "for unscaled" in message and "write sqrt (1/sqrt(d)) or unscaled (1)" in message
+    assert "read as sqrt (1/sqrt(d)), what it meant in minattn train" in message
+    assert "`minattn scaling` used none for unscaled (1)" in message  # the other meaning
 
 
 def test_scale_labels_use_the_words():
@@ -142,6 +145,21 @@ def test_scale_labels_use_the_words():
     assert T.scale_label(1 / 16) == "0.0625"  # 1/d only when d is known
     config = T.TrainConfig(embed_dim=64, num_heads=4, scale=1 / 16)
     assert config.label() == "linear (1/d)" and config.scale_name() == "linear"
+
+
+@pytest.mark.parametrize("scale, saved", [(None, "sqrt"), (1.0, "unscaled"), (1 / 16, "linear"),
+                                          (0.5, 0.5)])
+def test_saved_settings_name_the_scale_and_read_back(scale, saved):
+    config = T.TrainConfig(embed_dim=64, num_heads=4, scale=scale)  # d = 16
+    assert config.to_dict()["scale"] == saved
+    assert T.TrainConfig.from_dict(config.to_dict()) == config
+    assert T.TrainConfig.from_dict(dataclasses.asdict(config)) == config  # saved before names
+
+
+def test_saved_settings_with_a_scale_this_version_cannot_read_are_refused(tmp_path):
+    meta = {"config": dict(T.TrainConfig().to_dict(), scale="bogus")}
+    with pytest.raises(checkpoints.CheckpointError, match="settings this minattn does not know"):
+        checkpoints.saved_config(meta, tmp_path / T.CHECKPOINT)
 
 
 def test_attention_entropy():
@@ -306,9 +324,9 @@ def test_cli_compare_scaling(tmp_path, capsys):
     assert [r["scale"] for r in comparison["rows"]] == labels
     names = ["scale-sqrt", "scale-unscaled", "scale-linear", "scale-0p5"]
     assert comparison["runs"] == [str(tmp_path / n) for n in names]
-    for name, scale in zip(names, (None, 1.0, 1 / 16, 0.5)):  # quick: d = 32 / 2 heads
+    for name, scale in zip(names, ("sqrt", "unscaled", "linear", 0.5)):  # quick: d = 16
         saved = json.loads((tmp_path / name / "metrics.json").read_text())["config"]
-        assert saved["scale"] == scale  # stored as before: None or the number
+        assert saved["scale"] == scale  # by its word, or the number when it has none
 
 
 def test_cli_compare_scaling_defaults_to_sqrt_and_unscaled(tmp_path, capsys):
@@ -324,10 +342,11 @@ def test_cli_old_scale_spellings_still_run_and_say_the_new_word(tmp_path, capsys
     assert cli.main(["train", *FAST, "--scale", old, "--out", str(tmp_path)]) == 0
     captured = capsys.readouterr()
     (line,) = [line for line in captured.err.splitlines() if "deprecated" in line]
-    assert line.startswith(f"minattn train: --scale {old!r} is deprecated") and new in line
+    assert line.startswith(f"minattn train: warning: --scale {old!r} is deprecated")
+    assert f"read as {new}" in line and f"write {new}" in line
     assert "Traceback" not in captured.err and "Warning" not in captured.err
-    saved = json.loads((tmp_path / "metrics.json").read_text())["config"]["scale"]
-    assert saved == T.parse_scale(new, 16)
+    assert f"attention scale {T.scale_label(T.parse_scale(new, 16), 16)}," in captured.out
+    assert json.loads((tmp_path / "metrics.json").read_text())["config"]["scale"] == new
 
 
 def test_cli_scale_none_says_what_it_meant_here_and_in_scaling(tmp_path, capsys):
@@ -335,9 +354,9 @@ def test_cli_scale_none_says_what_it_meant_here_and_in_scaling(tmp_path, capsys)
     assert cli.main(args) == 0
     captured = capsys.readouterr()
     (line,) = [line for line in captured.err.splitlines() if "deprecated" in line]
-    assert line.startswith("minattn train: --scales 'none' is deprecated")
-    assert "meant 1/sqrt(d)" in line and "`minattn scaling` used it for unscaled" in line
-    assert "write sqrt (1/sqrt(d)) or unscaled (1)" in line
+    assert line.startswith("minattn train: warning: --scales 'none' is deprecated and read "
+                           "as sqrt (1/sqrt(d)), what it meant in minattn train")
+    assert "`minattn scaling` used none for unscaled (1)" in line
     rows = json.loads((tmp_path / "comparison.json").read_text())["rows"]
     assert [r["scale"] for r in rows] == ["sqrt (1/sqrt(d))", "unscaled (1)"]
 
@@ -348,26 +367,50 @@ def test_cli_an_old_spelling_and_its_new_word_are_one_scale(tmp_path, capsys):
     assert code == 2 and "twice" in err and not (tmp_path / "run").exists()
 
 
-def test_runs_saved_before_the_words_still_load_and_report(tmp_path, capsys):
-    """A run of an earlier version: scale stored as None or a number, folders named
-    scale-1_sqrtd and scale-1. Its metrics still report, and --resume finds its folders."""
+def _as_saved_before_the_words(folder: Path) -> None:
+    """Rewrite a run's files as an earlier version wrote them: the scale null (1/sqrt(d))
+    or the number, in the checkpoint's settings and in metrics.json."""
+    old = {"sqrt": None, "unscaled": 1.0}
+    ckpt = folder / T.CHECKPOINT
+    with np.load(ckpt) as data:
+        arrays = {k: data[k] for k in data.files}
+    meta = json.loads(str(arrays["meta"]))
+    meta["config"]["scale"] = old[meta["config"]["scale"]]
+    arrays["meta"] = np.array(json.dumps(meta))
+    np.savez(ckpt, **arrays)
+    metrics = folder / "metrics.json"
+    if metrics.exists():
+        result = json.loads(metrics.read_text())
+        result["config"]["scale"] = old[result["config"]["scale"]]
+        metrics.write_text(json.dumps(result))
+
+
+def test_runs_saved_before_the_words_still_resume_and_report(tmp_path, capsys):
+    """A run of an earlier version: the scale saved as null or a number, the folders named
+    scale-1_sqrtd and scale-1. --resume finds its folders and takes its checkpoints; its
+    metrics still report."""
     out = tmp_path / "old"
     args = ["train", *FAST, "--compare-scaling", "--out", str(out)]
     assert cli.main(args + ["--stop-after", "3"]) == 0  # stops inside the first run
     (out / "scale-sqrt").rename(out / "scale-1_sqrtd")  # as the earlier version named it
+    _as_saved_before_the_words(out / "scale-1_sqrtd")
+    assert checkpoints.load_checkpoint(out / "scale-1_sqrtd" / T.CHECKPOINT)[0]["config"][
+        "scale"] is None
     capsys.readouterr()
     assert cli.main(args + ["--resume"]) == 0
     assert f"resuming {out / 'scale-1_sqrtd'} at step 3" in capsys.readouterr().out
     assert not (out / "scale-sqrt").exists()
     comparison = json.loads((out / "comparison.json").read_text())
-    assert comparison["runs"] == [str(out / "scale-1_sqrtd"), str(out / "scale-unscaled")]
-    results = [json.loads((Path(run) / "metrics.json").read_text())
-               for run in comparison["runs"]]
+    runs = [out / "scale-1_sqrtd", out / "scale-unscaled"]
+    assert comparison["runs"] == [str(run) for run in runs]
+    for run in runs:
+        _as_saved_before_the_words(run)
+    results = [json.loads((run / "metrics.json").read_text()) for run in runs]
     assert [r["config"]["scale"] for r in results] == [None, 1.0]
     rows = [T.summary_row(r) for r in results]
     assert [r["scale"] for r in rows] == ["sqrt (1/sqrt(d))", "unscaled (1)"]
     assert "unscaled (1)" in T.format_table(rows, 0.99)
-    assert T.TrainConfig(**results[1]["config"]).label() == "unscaled (1)"
+    assert T.TrainConfig.from_dict(results[1]["config"]).label() == "unscaled (1)"
 
 
 def test_scales_start_from_the_same_weights():
@@ -439,3 +482,81 @@ def test_subcommand_help_lists_its_options(capsys, command, option):
     with pytest.raises(SystemExit) as exit_info:
         cli.main([command, "--help"])
     assert exit_info.value.code == 0 and option in capsys.readouterr().out
+
+
+class FakeClock:
+    """A clock that a test moves: every training step takes ``per_step`` seconds."""
+
+    def __init__(self, per_step: float):
+        self.now, self.per_step = 1000.0, per_step
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _quiet_run(tmp_path, monkeypatch, per_step: float) -> list[str]:
+    """The lines of a quiet 30-step run (a tenth: 3 steps), after the one that says how
+    often they come."""
+    clock, lines = FakeClock(per_step), []
+    batch = loop.train_batch
+
+    def step_takes_time(task, config, step):
+        clock.now += clock.per_step
+        return batch(task, config, step)
+
+    monkeypatch.setattr(loop, "train_batch", step_takes_time)
+    config = dataclasses.replace(T.quick(T.TrainConfig()), steps=30, eval_every=10)
+    T.train(config, tmp_path, progress="quiet", log=lines.append, clock=clock)
+    assert lines[0].startswith("quiet: a line every 10% of the steps or 60 s, whichever")
+    return lines[1:]
+
+
+def test_quiet_says_a_line_every_tenth_of_a_fast_run(tmp_path, monkeypatch):
+    lines = _quiet_run(tmp_path, monkeypatch, per_step=0.4)  # 12 s in all
+    assert [line.split()[1] for line in lines] == [f"{s}/30" for s in range(3, 31, 3)]
+    assert lines[0].startswith("step 3/30 loss ") and lines[0].endswith(", 1 s")  # 1.2 s
+    assert "held-out" not in lines[2] and "held-out acc" in lines[3]  # step 12: after 10's eval
+    assert lines[-1].endswith(", 12 s")
+
+
+def test_quiet_is_never_silent_for_a_minute_in_a_slow_run(tmp_path, monkeypatch):
+    lines = _quiet_run(tmp_path, monkeypatch, per_step=40.0)  # a tenth would be 120 s
+    assert [line.split()[1] for line in lines] == [f"{s}/30" for s in range(2, 31, 2)]
+    assert lines[0].endswith(", 80 s") and lines[-1].endswith(", 1200 s")
+
+
+METAVAR = r"(?: \{[^}]*\}| [^ ,]+)?"  # --task {reverse,copy,chars}, --seq-len SEQ_LEN
+
+
+def _help_entries(command: str, capsys) -> dict[str, str]:
+    """`minattn COMMAND --help` read back: each option (its first long name) -> its help
+    text, on one line; "" where it has none."""
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([command, "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    entries, name = {}, None
+    for line in text.split("\noptions:\n", 1)[1].splitlines():
+        start = re.match(rf"  (-[^ ,]+){METAVAR}(?:, (--[^ ,]+){METAVAR})*(?:  +(.*))?$", line)
+        if start:  # "  --seq-len SEQ_LEN     symbols to ..." or "  -h, --help  show ..."
+            name = start.group(2) or start.group(1)
+            entries[name] = start.group(3) or ""
+        elif line.startswith("      ") and name is not None:  # its help, continued
+            entries[name] = f"{entries[name]} {line.strip()}".strip()
+    return entries
+
+
+@pytest.mark.parametrize("command", ["train", "bench"])
+def test_help_says_what_every_option_does_and_its_default(capsys, command):
+    parser = argparse.ArgumentParser()
+    {"train": T, "bench": bench_command}[command].add_arguments(parser)
+    actions = {a.option_strings[-1]: a for a in parser._actions if a.option_strings}
+    entries = _help_entries(command, capsys)
+    assert set(entries) == set(actions)  # every option was read back from the help
+    for option, action in actions.items():
+        if option == "--help":
+            continue
+        assert entries[option], f"{option} has no help"
+        assert "(default: " in entries[option], f"{option} does not say its default"
+        if action.default not in (None, False, True):  # said as argparse holds it
+            assert f"(default: {action.default})" in entries[option], entries[option]

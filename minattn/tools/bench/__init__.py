@@ -22,6 +22,8 @@ torch-sdpa (its time over ours: above 1 is faster); the fraction of this machine
 matmul peak, measured in the same run; peak memory beyond the inputs (tracemalloc for
 minattn on the CPU, resident-set growth for torch, the allocators' counters on the GPU).
 Before timing anything, every implementation is checked against the others on a small case.
+An implementation that cannot run here (PyTorch or numba missing) is named with the reason;
+``--quick`` is a smoke test, and says so before and under its table: its timings are noise.
 
 The code, by concern: ``harness`` (timing, device sync, memory measurement, ``Case``),
 ``cases`` (the minattn and PyTorch cases, their inputs, which can run here, agreement),
@@ -38,6 +40,8 @@ from .cases import (
     check_agreement,
     make_case,
     make_inputs,
+    skipped_impls,
+    unavailable,
 )
 from .command import (
     DEFAULT_SHAPES,
@@ -47,7 +51,9 @@ from .command import (
     add_arguments,
     long_sequence_check,
     parse_shapes,
+    quick_notice,
     run,
+    skipped_notice,
     time_shapes,
 )
 from .harness import Case
@@ -67,5 +73,6 @@ __all__ = ["CASE_KERNELS", "CPU_IMPLS", "CUDA_IMPLS", "DEFAULT_SHAPES", "FLOPS_P
            "LONG_LENGTHS", "MINATTN_IMPLS", "QUICK_SHAPES", "TARGETS", "Case", "add_arguments",
            "available_impls", "check_agreement", "compile_times", "cpu_model", "format_long",
            "format_markdown", "format_table", "format_targets", "long_sequence_check",
-           "make_case", "make_inputs", "matmul_peak", "parse_shapes", "reuse_large_allocations",
-           "run", "speedup", "target_checks", "threads_info", "time_shapes"]
+           "make_case", "make_inputs", "matmul_peak", "parse_shapes", "quick_notice",
+           "reuse_large_allocations", "run", "skipped_impls", "skipped_notice", "speedup",
+           "target_checks", "threads_info", "time_shapes", "unavailable"]

@@ -128,28 +128,45 @@ def _to_numpy(x):
     return x.numpy()  # a minattn Tensor
 
 
-def available_impls(device: str, wanted=None) -> list[str]:
-    """The implementations to run: the device's list (or the asked ones) that can run here."""
+def unavailable(name: str, device: str) -> str | None:
+    """Why implementation ``name`` cannot run on ``device`` here (None: it can)."""
+    if name.startswith("torch"):
+        torch = _torch()
+        if torch is None:
+            return "PyTorch is not installed (`pip install torch` adds the reference)"
+        if device == "cuda" and not torch.cuda.is_available():
+            return "this PyTorch has no CUDA"
+    if name == "flash-numba":
+        from ...kernels import numba_math
+
+        if device != "cpu":
+            return "numba's kernels run on the CPU"
+        if not numba_math.available():
+            return "numba is not available (`minattn info` says why)"
+    if name == "flash-cupy" and device != "cuda":
+        return "CuPy's kernels run on cuda"
+    return None
+
+
+def _names(device: str, wanted=None) -> list[str]:
+    """The device's list, or the asked names, checked to be known."""
     names = list(CUDA_IMPLS if device == "cuda" else CPU_IMPLS) if wanted is None else wanted
     unknown = [n for n in names if n not in CPU_IMPLS + CUDA_IMPLS]
     if unknown:
         raise SystemExit(f"minattn bench: unknown --impl {', '.join(unknown)}; choose from "
                          f"{', '.join(dict.fromkeys(CPU_IMPLS + CUDA_IMPLS))}")
-    keep = []
-    for n in names:
-        if n.startswith("torch") and _torch() is None:
-            continue
-        if n.startswith("torch") and device == "cuda" and not _torch().cuda.is_available():
-            continue
-        if n == "flash-numba":
-            from ...kernels import numba_math
+    return names
 
-            if device != "cpu" or not numba_math.available():
-                continue
-        if n == "flash-cupy" and device != "cuda":
-            continue
-        keep.append(n)
-    return keep
+
+def available_impls(device: str, wanted=None) -> list[str]:
+    """The implementations to run: the device's list (or the asked ones) that can run here."""
+    return [n for n in _names(device, wanted) if unavailable(n, device) is None]
+
+
+def skipped_impls(device: str, wanted=None) -> dict[str, str]:
+    """The device's (or the asked) implementations that cannot run here, each with why."""
+    why = {n: unavailable(n, device) for n in _names(device, wanted)}
+    return {n: reason for n, reason in why.items() if reason is not None}
 
 
 def make_inputs(B, H, L, E, seed=0) -> dict:

@@ -26,6 +26,7 @@ from .cases import (
     check_agreement,
     make_case,
     make_inputs,
+    skipped_impls,
 )
 from .harness import _sync, _timed
 from .machine import compile_times, cpu_model, matmul_peak, reuse_large_allocations, threads_info
@@ -44,6 +45,7 @@ DEFAULT_SHAPES = {"cpu": "1x512,1x1024,1x2048,1x4096,8x512,8x1024,8x2048,8x4096"
                   "cuda": "16x4096"}
 QUICK_SHAPES = "1x64,2x128"
 LONG_LENGTHS = (4096, 8192, 16384)
+QUICK_LONG_LENGTHS = (256, 512)
 
 
 def _shapes_option(text: str) -> str:
@@ -66,33 +68,40 @@ def _impl_option(text: str) -> str:
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--device", choices=DEVICES, default="cpu")
-    parser.add_argument("--impl", type=_impl_option, default=None,
-                        help="comma-separated implementations (default: all for the device: "
-                             f"{', '.join(CPU_IMPLS)} on cpu; flash-cupy instead of "
-                             "flash-numba on cuda)")
-    parser.add_argument("--shapes", type=_shapes_option, default=None,
-                        help="comma-separated HxL (heads x length, L = S), e.g. 1x512,8x2048; "
-                             f"default {DEFAULT_SHAPES['cpu']} (cpu), {DEFAULT_SHAPES['cuda']} "
-                             "(cuda)")
-    parser.add_argument("--batch", type=positive_int, default=None,
-                        help="B (default 1 cpu, 4 cuda)")
-    parser.add_argument("--dim", type=positive_int, default=64, help="E = Ev, the head size")
-    parser.add_argument("--no-malloc-reuse", dest="malloc_reuse", action="store_false",
-                        help="leave glibc's allocator as it is (see reuse_large_allocations)")
-    parser.add_argument("--repeat", type=positive_int, default=None, help="timed runs per case "
-                        "(default 5; 2 with --quick)")
-    parser.add_argument("--quick", action="store_true",
-                        help="tiny shapes and few repeats: checks that the benchmark runs")
-    parser.add_argument("--no-long", dest="long", action="store_false",
-                        help="skip the long-sequence memory check (flash at L = S = 16384)")
-    parser.add_argument("--max-memory", type=positive_float, default=3.0,
-                        help="skip a case whose (L, S) arrays would need more GiB than this")
-    parser.add_argument("--out", type=out_file, default=None,
-                        help="write the rows as JSON to this file (replaced whole when the run "
-                             "ends; NaN written as null)")
-    parser.add_argument("--markdown", type=out_file, default=None,
-                        help="write the tables as Markdown to this file (for RESULTS.md)")
+    """Every option, with its default in its help (a test holds --help to that)."""
+    add = parser.add_argument
+    add("--device", choices=DEVICES, default="cpu",
+        help="where the implementations run (default: %(default)s)")
+    add("--impl", type=_impl_option, default=None,
+        help="comma-separated implementations (default: all that can run on the device: "
+             f"{', '.join(CPU_IMPLS)} on cpu; flash-cupy instead of flash-numba on cuda)")
+    add("--shapes", type=_shapes_option, default=None,
+        help="comma-separated HxL (heads x length, L = S), e.g. 1x512,8x2048 (default: "
+             f"{DEFAULT_SHAPES['cpu']} on cpu, {DEFAULT_SHAPES['cuda']} on cuda, "
+             f"{QUICK_SHAPES} with --quick)")
+    add("--batch", type=positive_int, default=None,
+        help="B, the batch size (default: 1 on cpu, 4 on cuda)")
+    add("--dim", type=positive_int, default=64,
+        help="E = Ev, the head size (default: %(default)s)")
+    add("--no-malloc-reuse", dest="malloc_reuse", action="store_false",
+        help="leave glibc's allocator as it is (default: large NumPy buffers are reused, "
+             "see reuse_large_allocations)")
+    add("--repeat", type=positive_int, default=None,
+        help="timed runs per case (default: 5; 2 with --quick)")
+    add("--quick", action="store_true",
+        help="a smoke test that the benchmark runs: tiny shapes and few repeats, so its "
+             "timings are noise (default: off)")
+    add("--no-long", dest="long", action="store_false",
+        help="skip the long-sequence memory check (default: flash at L = S up to "
+             f"{LONG_LENGTHS[-1]}; {QUICK_LONG_LENGTHS[-1]} with --quick)")
+    add("--max-memory", type=positive_float, default=3.0,
+        help="skip a case whose (L, S) arrays would need more GiB than this "
+             "(default: %(default)s)")
+    add("--out", type=out_file, default=None,
+        help="write the rows as JSON to this file, replaced whole when the run ends, NaN "
+             "written as null (default: none)")
+    add("--markdown", type=out_file, default=None,
+        help="write the tables as Markdown to this file, for RESULTS.md (default: none)")
 
 
 # -- the parts of a run -------------------------------------------------------------------------
@@ -208,18 +217,50 @@ def long_sequence_check(device: str, lengths, E: int, repeat: int) -> list[dict]
     return rows
 
 
+def quick_notice(shapes: str, repeat: int, long: bool, numba: bool) -> str:
+    """What --quick leaves out, and what its numbers are worth (two lines): said before the
+    run and again under its table. ``long``, ``numba``: whether the run has a long-sequence
+    check and numba kernels, whose full versions quick cuts short."""
+    parts = [f"shapes {shapes}", f"{repeat} repeat{'s' if repeat != 1 else ''}"]
+    if long:
+        parts.append(f"long sequences only to L = {QUICK_LONG_LENGTHS[-1]}")
+    if numba:
+        parts.append("no numba compile times")
+    return (f"quick: a smoke test, not a measurement: {', '.join(parts)}.\n"
+            "quick: at these sizes the timings are noise (a forward can come out slower than "
+            "its forward+backward); run `minattn bench` for numbers.")
+
+
+def skipped_notice(skipped: dict[str, str]) -> str | None:
+    """One line per reason for the implementations that cannot run here (None: none)."""
+    by_reason: dict[str, list[str]] = {}
+    for name, why in skipped.items():
+        by_reason.setdefault(why, []).append(name)
+    lines = [f"not timed here: {', '.join(names)}: {why}" for why, names in by_reason.items()]
+    if "torch-sdpa" in skipped:
+        lines.append("  (without torch-sdpa, the vs SDPA column stays empty)")
+    return "\n".join(lines) or None
+
+
 def run(args) -> int:
     device = check_device(args.device)  # UsageError (exit 2) before any work
     quick = args.quick
     repeat = args.repeat or (2 if quick else 5)
     B = args.batch or (4 if device == "cuda" else 1)
     shapes = parse_shapes(args.shapes or (QUICK_SHAPES if quick else DEFAULT_SHAPES[device]))
-    impls = available_impls(device, [n.strip() for n in args.impl.split(",")] if args.impl
-                            else None)
+    wanted = [n.strip() for n in args.impl.split(",")] if args.impl else None
+    impls, skipped = available_impls(device, wanted), skipped_impls(device, wanted)
     if not impls:
         raise UsageError("--impl", f"none of {args.impl or 'the implementations'} can run "
-                                   f"on {device} here (torch, numba or CuPy missing?); "
-                                   "`minattn info` lists what is installed")
+                                   f"on {device} here ("
+                                   + "; ".join(f"{n}: {why}" for n, why in skipped.items())
+                                   + "); `minattn info` lists what is installed")
+    long = args.long and any(n in impls for n in ("flash-numba", "flash-cupy"))
+    notices = [n for n in (skipped_notice(skipped),
+                           quick and quick_notice(args.shapes or QUICK_SHAPES, repeat, long,
+                                                  "flash-numba" in impls)) if n]
+    for notice in notices:  # before the run, so that nobody waits for numbers it won't give
+        print(notice)
 
     malloc_reuse = args.malloc_reuse and device == "cpu" and reuse_large_allocations()
     agreement = check_agreement(impls, device)
@@ -238,7 +279,8 @@ def run(args) -> int:
     meta = {"machine": cpu_model(), "device": device, "python": platform.python_version(),
             "threads": threads_info(device), "matmul_peak_gflops": peak,
             "peak_used_gflops": peak_gflops, "numba_compile_first_call": compile_s,
-            "repeat": repeat, "agreement": agreement, "malloc_reuse": malloc_reuse,
+            "repeat": repeat, "quick": quick, "skipped": skipped,
+            "agreement": agreement, "malloc_reuse": malloc_reuse,
             "openblas_spin": blas.spin_status(),
             "flops": "forward 4*L*S*E, forward+backward 14*L*S*E per head"}
     steps = sum(repeat for H, L in shapes for n in impls
@@ -250,8 +292,8 @@ def run(args) -> int:
     finally:
         progress.close()
     long_rows = []
-    if args.long and any(n in impls for n in ("flash-numba", "flash-cupy")):
-        lengths = (256, 512) if quick else LONG_LENGTHS
+    if long:
+        lengths = QUICK_LONG_LENGTHS if quick else LONG_LENGTHS
         long_rows = long_sequence_check(device, lengths, args.dim, 1 if quick else 3)
     peak2 = matmul_peak(device)  # again at the end: the machine may have been busy
     meta["matmul_peak_gflops_end"] = peak2
@@ -271,6 +313,8 @@ def run(args) -> int:
     if long_rows:
         print("\nlong sequences (flash, B = H = 1, forward+backward):")
         print(format_long(long_rows))
+    if notices:  # again under the numbers, where a reader of the output looks
+        print("\n" + "\n".join(notices))
     checks = meta["targets"] = target_checks(rows, long_rows, peak_gflops)
     if checks:
         print("\ntargets (forward+backward, measured in this run):")

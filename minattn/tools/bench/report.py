@@ -141,6 +141,13 @@ def format_markdown(meta, rows, long_rows) -> str:
              + ") of the run. Large NumPy buffers reused: "
              + ("yes" if meta.get("malloc_reuse") else "no")
              + f"; OpenBLAS idle spin: {meta.get('openblas_spin', 'not recorded')}.", ""]
+    if meta.get("quick"):
+        lines += ["**A quick run (`minattn bench --quick`): a smoke test, its timings are "
+                  "noise; run `minattn bench` for numbers.**", ""]
+    if meta.get("skipped"):
+        lines += ["Not timed here: " + "; ".join(f"{n} ({why})"
+                                                 for n, why in meta["skipped"].items()) + ".",
+                  ""]
     compile_s = meta.get("numba_compile_first_call") or {}
     if compile_s:
         lines += [f"numba kernels, first float32 forward+backward call: "

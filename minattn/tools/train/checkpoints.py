@@ -10,7 +10,6 @@ not a whole checkpoint is a ``CheckpointError`` naming it and what to do. The JS
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import tempfile
@@ -43,7 +42,7 @@ def save_checkpoint(path: Path, model, opt, step: int, config: TrainConfig, stat
                 arrays[f"optim/{i}/{k}"] = backend.to_numpy(v)
             else:
                 scalars.setdefault(str(i), {})[k] = v
-    meta = {"step": step, "config": dataclasses.asdict(config),
+    meta = {"step": step, "config": config.to_dict(),
             "param_groups": opt_state["param_groups"], "optim_scalars": scalars,
             "rng": {"scheme": "every draw of step t derives from (seed, t)",
                     "seed": config.seed, "next_step": step},
@@ -89,10 +88,10 @@ def load_checkpoint(path: Path) -> tuple[dict, dict]:
 
 
 def saved_config(meta: dict, path: Path) -> TrainConfig:
-    """The settings a checkpoint was made with."""
+    """The settings a checkpoint was made with (by this version or an earlier one)."""
     try:
-        return TrainConfig(**meta["config"])
-    except TypeError as exc:  # settings this version does not have
+        return TrainConfig.from_dict(meta["config"])
+    except (TypeError, ValueError) as exc:  # settings this version does not have
         raise CheckpointError(f"the checkpoint {path} was made with settings this minattn "
                               f"does not know ({exc}); {_FIX}") from None
 

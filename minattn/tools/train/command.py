@@ -55,7 +55,7 @@ def _scale_type(option: str):
             raise argparse.ArgumentTypeError(str(exc)) from None
         note = deprecated_scale(text)
         if note is not None:
-            print(f"minattn train: {option} {note}", file=sys.stderr, flush=True)
+            print(f"minattn train: warning: {option} {note}", file=sys.stderr, flush=True)
         return canonical_scale(text)
 
     return check
@@ -108,7 +108,8 @@ def add_arguments(parser) -> None:
         help="dropout rate, from 0 up to (not including) 1 (default: %(default)s)")
     add("--scale", type=scale_option, default=None,
         help="attention scale c in softmax(c q.k): sqrt (1/sqrt(d)), unscaled (1), linear "
-             "(1/d), or a number above 0 (default: sqrt)")
+             "(1/d), or a number above 0; the old spellings none (which meant sqrt here), "
+             "default, 1/sqrt(d) and 1/d are read with a deprecation notice (default: sqrt)")
     add("--impl", choices=["composed", "fused", "flash"], default=None,
         help="attention implementation (default: the device's fastest)")
     add("--compare-scaling", action="store_true",
@@ -143,9 +144,9 @@ def add_arguments(parser) -> None:
         help="a few steps of a small model, in seconds (default: off)")
     add("--no-figures", action="store_true", help="skip the PNG figures (default: off)")
     add("--quiet", action="store_true",
-        help=f"no progress bar: one line at most every {QUIET_EVERY_S:g} s and every "
-             f"{QUIET_EVERY_FRACTION * 100:.0f}%% of the steps (whichever comes later); "
-             "every step's metrics go to DIR/metrics.json at the end (default: off)")
+        help=f"no progress bar: a line (step, loss, accuracy, time) every "
+             f"{QUIET_EVERY_FRACTION * 100:.0f}%% of the steps or {QUIET_EVERY_S:g} s, "
+             "whichever comes first (default: off)")
 
 
 def config_from_args(args, scale=None) -> TrainConfig:

@@ -28,7 +28,7 @@ class TrainConfig:
     mlp_ratio: float = 4
     positions: str = "learned"
     dropout: float = 0.0
-    scale: float | None = None  # None: 1/sqrt(head_dim); 1.0: unscaled
+    scale: float | None = None  # c itself: None is sqrt (1/sqrt(head_dim)), 1.0 unscaled
     impl: str | None = None  # attention implementation (None: the default for the device)
     steps: int = 600
     batch_size: int = 64
@@ -53,10 +53,29 @@ class TrainConfig:
         """The scale's word: 'sqrt', 'unscaled', 'linear', or the number."""
         return scale_name(self.scale, head_dim_of(self))
 
+    def to_dict(self) -> dict:
+        """The settings as saved (checkpoint, metrics.json): the scale by its word ("sqrt",
+        "unscaled", "linear"), or the number when it has none."""
+        saved = dataclasses.asdict(self)
+        name = self.scale_name()
+        saved["scale"] = name if name in SCALE_NAMES else self.scale
+        return saved
 
-# The attention scale c in softmax(c q.k), by its project-wide names. The config stores
-# c itself (None for 1/sqrt(d), as nn.MultiheadAttention takes it), so runs saved before
-# these names still load; the names are read here and given back by scale_name.
+    @classmethod
+    def from_dict(cls, saved: dict) -> TrainConfig:
+        """The settings of ``to_dict``, or of an earlier version, which saved the scale as
+        null (1/sqrt(d)) or the number. TypeError for a setting this version lacks,
+        ValueError for a scale it cannot read."""
+        config = cls(**saved)
+        if isinstance(config.scale, str):
+            config.scale = parse_scale(config.scale, head_dim_of(config))
+        return config
+
+
+# The attention scale c in softmax(c q.k), by the names `minattn scaling` uses too. A
+# TrainConfig holds c itself (None for 1/sqrt(d), as nn.MultiheadAttention takes it); the
+# files it is saved in name it (to_dict), and runs saved before the names, with null or the
+# number, still load (from_dict).
 SCALE_NAMES = ("sqrt", "unscaled", "linear")
 SCALE_MEANS = {"sqrt": "1/sqrt(d)", "unscaled": "1", "linear": "1/d"}
 # Spellings of earlier versions: still read, with a note (deprecated_scale) on the new word.
@@ -66,11 +85,13 @@ OLD_SCALE_NAMES = {"none": "sqrt", "default": "sqrt", "1/sqrt(d)": "sqrt", "1/d"
 def deprecated_scale(text: str) -> str | None:
     """What to say about an old spelling of a scale (None for a current one)."""
     text = text.strip().lower()
-    if text == "none":
-        return ("'none' is deprecated: here it meant 1/sqrt(d), while `minattn scaling` "
-                "used it for unscaled; write sqrt (1/sqrt(d)) or unscaled (1)")
+    if text == "none":  # the trap: train's none was scaling's sqrt, scaling's none is unscaled
+        return ("'none' is deprecated and read as sqrt (1/sqrt(d)), what it meant in "
+                "minattn train; write sqrt (`minattn scaling` used none for unscaled (1): "
+                "write unscaled if that is what you meant)")
     if text in OLD_SCALE_NAMES:
-        return f"{text!r} is deprecated; write {OLD_SCALE_NAMES[text]}"
+        new = OLD_SCALE_NAMES[text]
+        return f"{text!r} is deprecated and read as {new} ({SCALE_MEANS[new]}); write {new}"
     return None
 
 
@@ -84,11 +105,11 @@ def parse_scale(text: str, head_dim: int) -> float | None:
     """sqrt -> None (1/sqrt(d)); unscaled -> 1.0; linear -> 1/head_dim; any number above 0.
 
     The spellings of earlier versions (none, default, 1/sqrt(d), 1/d) are read as before,
-    with a FutureWarning naming the new word.
+    with a DeprecationWarning naming the new word.
     """
     note = deprecated_scale(text)
     if note is not None:
-        warnings.warn(f"scale {note}", FutureWarning, stacklevel=2)
+        warnings.warn(f"scale {note}", DeprecationWarning, stacklevel=2)
     text = canonical_scale(text)
     if text == "sqrt":
         return None

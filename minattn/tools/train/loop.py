@@ -177,9 +177,9 @@ class _StopFlag:
             signal.signal(signal.SIGINT, previous)
 
 
-# --quiet: a line when both have passed since the last one, so a run says a few words
-# and no more (at most 1 / QUIET_EVERY_FRACTION lines, at most one per QUIET_EVERY_S)
-QUIET_EVERY_S = 30.0
+# --quiet: a line when either has passed since the last one, so a fast run says ten lines
+# and a slow one is never silent for more than a minute
+QUIET_EVERY_S = 60.0
 QUIET_EVERY_FRACTION = 0.1
 
 
@@ -194,11 +194,10 @@ def _progress(total: int, initial: int, enabled, desc: str):
 
 
 def _line_due(progress, steps: int, seconds: float, steps_since: int, last: bool) -> bool:
-    """Whether a progress line is due: quiet, after QUIET_EVERY_S seconds and a tenth of
-    the steps both (the summary that follows the run says the end); else every 5 s."""
+    """Whether a progress line is due: quiet, after QUIET_EVERY_S seconds or a tenth of the
+    steps, whichever comes first; else every 5 s, and at the last step."""
     if progress == "quiet":
-        return seconds >= QUIET_EVERY_S and steps_since >= math.ceil(QUIET_EVERY_FRACTION
-                                                                       * steps)
+        return seconds >= QUIET_EVERY_S or steps_since >= math.ceil(QUIET_EVERY_FRACTION * steps)
     return seconds > 5 or last
 
 
@@ -208,11 +207,11 @@ def train(config: TrainConfig, out: Path, resume: bool = False, progress=True,
     """Train one model; return its metrics (also written to ``out/metrics.json``).
 
     ``progress``: True, a progress bar (tqdm; without it a line every 5 s); ``"quiet"``, a
-    line once both QUIET_EVERY_S seconds and QUIET_EVERY_FRACTION of the steps have passed
-    since the last; False, nothing. ``stop_after``: stop after that many steps of this call,
-    with a checkpoint (as if interrupted). ``on_step(step, model)`` is called after every
-    step (tests use it to simulate a crash). ``clock``: seconds, for the times measured and
-    the progress lines (tests give one they control).
+    line each time QUIET_EVERY_FRACTION of the steps or QUIET_EVERY_S seconds have passed
+    since the last, whichever comes first; False, nothing. ``stop_after``: stop after that
+    many steps of this call, with a checkpoint (as if interrupted). ``on_step(step, model)``
+    is called after every step (tests use it to simulate a crash). ``clock``: seconds, for
+    the times measured and the progress lines (tests give one they control).
     """
     out = Path(out)
     ckpt = out / CHECKPOINT
@@ -246,10 +245,9 @@ def train(config: TrainConfig, out: Path, resume: bool = False, progress=True,
     started, this_call = clock() - state["train_time_s"], 0
     last_line, last_line_step = clock(), step
     if progress == "quiet":
-        log(f"quiet: a line at most every {QUIET_EVERY_S:g} s and every "
-            f"{QUIET_EVERY_FRACTION:.0%} of the steps; every step's metrics go to "
-            f"{out / 'metrics.json'} at the end, a checkpoint to {ckpt} every "
-            f"{config.checkpoint_every} steps")
+        log(f"quiet: a line every {QUIET_EVERY_FRACTION:.0%} of the steps or "
+            f"{QUIET_EVERY_S:g} s, whichever comes first; every step's metrics go to "
+            f"{out / 'metrics.json'} at the end")
     # the bar is closed however the loop ends (a diverged step, a second Ctrl-C, a crash)
     closing = contextlib.closing(bar) if bar is not None else contextlib.nullcontext()
     with _StopFlag() as stop, closing:
@@ -305,10 +303,10 @@ def train(config: TrainConfig, out: Path, resume: bool = False, progress=True,
     if step < config.steps:
         log(f"stopped at step {step} of {config.steps}; checkpoint in {ckpt}: continue with "
             "--resume")
-        return {"config": dataclasses.asdict(config), "step": step, "finished": False, **state}
+        return {"config": config.to_dict(), "step": step, "finished": False, **state}
 
     final = evaluate(model, task, config, greedy=True)
-    result = {"config": dataclasses.asdict(config), "step": step, "finished": True,
+    result = {"config": config.to_dict(), "step": step, "finished": True,
               "final": final, "device": backend.device_of(model.tok_emb.weight.data), **state}
     out.mkdir(parents=True, exist_ok=True)
     _write_json(out / "metrics.json", result)

@@ -12,20 +12,20 @@ from pathlib import Path
 import numpy as np
 
 from ... import core
-from .config import TrainConfig, head_dim_of, scale_label, scale_name
+from .config import TrainConfig
 from .loop import loss_and_accuracy
 from .tasks import eval_batch
 
 
 def label_of(result: dict) -> str:
-    """The scale of a run (a result, or metrics.json read back) as printed:
-    'sqrt (1/sqrt(d))', 'unscaled (1)', 'linear (1/d)' or the number."""
-    return scale_label(result["config"]["scale"], head_dim_of(result["config"]))
+    """The scale of a run (a result, or metrics.json read back, of this version or an
+    earlier one) as printed: 'sqrt (1/sqrt(d))', 'unscaled (1)', 'linear (1/d)', '0.5'."""
+    return TrainConfig.from_dict(result["config"]).label()
 
 
 def name_of(result: dict) -> str:
     """The scale's word, for file names: 'sqrt', 'unscaled', 'linear' or the number."""
-    return scale_name(result["config"]["scale"], head_dim_of(result["config"]))
+    return TrainConfig.from_dict(result["config"]).scale_name()
 
 
 def summary_row(result: dict) -> dict:
@@ -73,7 +73,7 @@ def write_figures(out: Path, results: list[dict], log=print) -> list[Path]:
                         path=paths[0], target=results[0]["config"]["target"])
     for r in results:
         model, task = r["model"], r["task"]
-        inputs, _ = eval_batch(task, TrainConfig(**r["config"]))
+        inputs, _ = eval_batch(task, TrainConfig.from_dict(r["config"]))
         with core.no_grad():
             model.eval()
             _, maps = model(core.tensor(inputs[:1], device=model.tok_emb.weight.device),
@@ -97,7 +97,7 @@ def gradient_figures(out: Path, result: dict) -> list[Path]:
     from ... import viz
 
     model, task = result["model"], result["task"]
-    config = TrainConfig(**result["config"])
+    config = TrainConfig.from_dict(result["config"])
     inputs, targets = eval_batch(task, config)
     attns = [block.attn for block in model.blocks]
     model.eval()
