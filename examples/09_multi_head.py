@@ -1,5 +1,5 @@
 # %% [markdown]
-# # 8. Multi-head attention
+# # 9. Multi-head attention
 #
 # One attention head computes one set of weights per token, so it can answer only one
 # question at a time, such as "which word gives me my meaning?". A word also needs to know

@@ -1,5 +1,5 @@
 # %% [markdown]
-# # 9. Common mistakes, and the code that exposes them
+# # 10. Common mistakes, and the code that exposes them
 #
 # Most attention bugs raise no error. They produce numbers of the right shape that are
 # wrong, and the model then trains a bit worse, or not at all. This lesson makes each
@@ -72,7 +72,7 @@ expect("frozen: 'bank' looks at 'of', where 'loan' was, and misses the river",
 #
 # Dropping the $1/\sqrt{d}$ gives the right shape and plausible values. It breaks
 # nothing visibly at $d = 4$, but at $d = 256$ each row of weights is almost one-hot
-# and passes almost no gradient back (lesson 7). Two checks catch it: a comparison with
+# and passes almost no gradient back (lesson 8). Two checks catch it: a comparison with
 # the reference, and the row entropy.
 
 # %%
