@@ -25,12 +25,17 @@ import contextlib
 import math
 import reprlib
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import backend
 from .core import Tensor, describe, no_grad
+
+if TYPE_CHECKING:  # for the annotation only: gradcheck needs no more than named_parameters()
+    from .nn import Module
 
 
 class GradcheckError(RuntimeError):
@@ -103,7 +108,8 @@ def gradcheck(fn, inputs, *, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=Tru
     return report.passed
 
 
-def module_gradcheck(module, *inputs, names=None, **kwargs) -> bool:
+def module_gradcheck(module: Module, *inputs: Tensor, names: Sequence[str] | None = None,
+                     **kwargs: Any) -> bool:
     """Check the gradients of ``module(*inputs)`` with respect to its inputs and parameters.
 
     Every parameter (or those in ``names``, dotted as in ``named_parameters()``) is
