@@ -142,7 +142,8 @@ def render(script: Path, page: str, executed=None) -> Lesson:
     how = (f'!!! tip "Run this lesson"\n'
            f"    This page is `{rel}`, rendered. Run it with `python {rel}` (it checks itself\n"
            f"    and stops with an error if a result is off; `MINATTN_FAST=1` makes it quick),\n"
-           f"    or open it as a notebook: `jupytext --to notebook {rel}`.\n{shown}")
+           f"    or open it as a notebook: `jupytext --to notebook {rel}`. Every letter is in the\n"
+           f"    [table of symbols](../symbols.md).\n{shown}")
     # the tip goes right under the page's first heading
     head, _, rest = body.partition("\n")
     markdown = f"{head}\n\n{how}\n{rest}\n" if head.startswith("# ") else f"{how}\n{body}\n"

@@ -111,7 +111,7 @@ show(scores, words, words, "scores = Q K^T (row: the query's token, column: the 
 # product of $d_k$ terms grows with $d_k$, and without the division wide queries and keys
 # would give huge scores and a saturated softmax (lesson 8 shows why that is bad).
 #
-# $$A = \operatorname{softmax}\!\Big(\frac{Q K^\top}{\sqrt{d_k}}\Big).$$
+# $$P = \operatorname{softmax}\!\Big(\frac{Q K^\top}{\sqrt{d_k}}\Big).$$
 
 # %%
 weights = F.softmax(scores / math.sqrt(d_k), axis=-1)  # (L, L), each row sums to 1
@@ -126,8 +126,8 @@ check("every row of weights sums to 1", max_err(weights.sum(axis=-1), np.ones(le
 # ## Step 5: the weighted sum of values
 #
 # Each token's output is the average of all the values, weighted by its attention
-# weights: $\text{out}_i = \sum_j A_{ij} v_j$, or for all tokens at once
-# $\text{out} = A V$.
+# weights: $\text{out}_i = \sum_j P_{ij} v_j$, or for all tokens at once
+# $\text{out} = P V$ ($P$ is `weights` in the code).
 
 # %%
 out = weights @ V  # (L, d_v)
