@@ -86,7 +86,7 @@ a = ma.randn(3, 2, dtype="float64", requires_grad=True)
 row_bias = ma.randn(2, dtype="float64", requires_grad=True)     # (2,)   -> stretched to (3, 2)
 col_bias = ma.randn(3, 1, dtype="float64", requires_grad=True)  # (3, 1) -> stretched to (3, 2)
 s = a + row_bias + col_bias  # (3, 2)
-dout = rng.standard_normal((3, 2))  # a random upstream gradient dL/ds
+dout = rng.standard_normal((3, 2))  # a random upstream gradient dloss/ds
 s.backward(dout)
 
 print("row_bias.grad", row_bias.grad.shape, " col_bias.grad", col_bias.grad.shape)
@@ -102,8 +102,8 @@ check("col_bias.grad == dout summed over columns",
 # $q = x W_q$ and $k = x W_k$. The input $x$ fans out into two branches, and its gradient
 # is the sum of what each branch sends back:
 #
-# $$\frac{\partial L}{\partial x} = \frac{\partial L}{\partial q} W_q^\top
-#   + \frac{\partial L}{\partial k} W_k^\top.$$
+# $$\frac{\partial \ell}{\partial x} = \frac{\partial \ell}{\partial q} W_q^\top
+#   + \frac{\partial \ell}{\partial k} W_k^\top.$$
 #
 # The engine gets this right by **adding** every gradient that reaches a tensor, and by
 # visiting the tensors in topological order, so every branch has reported before $x$
@@ -146,7 +146,7 @@ check("softmax from exp, sum and divide: dx == p (dp - <dp, p>)", max_err(logits
 #
 # A leaf's `.grad` is **added to**, never overwritten, as in PyTorch. Two backward passes
 # without clearing `.grad` in between give the sum of both gradients. Training loops
-# therefore call `zero_grad()` before each step. Lesson 9 shows what happens when one
+# therefore call `zero_grad()` before each step. Lesson 10 shows what happens when one
 # forgets.
 
 # %%

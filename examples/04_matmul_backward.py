@@ -34,7 +34,7 @@ rng = np.random.default_rng(0)
 # $$dA_{ik} = \sum_j dO_{ij} B_{kj} = (dO\, B^\top)_{ik}, \qquad
 #   dB_{kj} = \sum_i A_{ik}\, dO_{ij} = (A^\top dO)_{kj}.$$
 #
-# Here $dO = \partial L / \partial O$ is the upstream gradient.
+# Here $dO = \partial \ell / \partial O$ is the upstream gradient.
 
 # %%
 n, k, m = 3, 4, 2

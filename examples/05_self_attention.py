@@ -68,7 +68,7 @@ show(X, words, FEATURES, "X: one row per token, (L, d_model) = " + str(X.shape))
 # - its **key** $k = x W_K$: what this token *offers*, the thing a query can match;
 # - its **value** $v = x W_V$: what this token *passes on* to whoever attends to it.
 #
-# A model learns these matrices (lesson 10 trains them). Here we set them by hand.
+# A model learns these matrices (lesson 11 trains them). Here we set them by hand.
 # Queries and keys live in a small space with two dimensions, "finance context" and
 # "nature context":
 #
@@ -109,9 +109,9 @@ show(scores, words, words, "scores = Q K^T (row: the query's token, column: the 
 # Softmax (lesson 3) turns each row of scores into **attention weights**: positive
 # numbers that sum to 1. Before the softmax, the scores are divided by $\sqrt{d_k}$. A dot
 # product of $d_k$ terms grows with $d_k$, and without the division wide queries and keys
-# would give huge scores and a saturated softmax (lesson 7 shows why that is bad).
+# would give huge scores and a saturated softmax (lesson 8 shows why that is bad).
 #
-# $$A = \operatorname{softmax}\!\Big(\frac{Q K^\top}{\sqrt{d_k}}\Big).$$
+# $$P = \operatorname{softmax}\!\Big(\frac{Q K^\top}{\sqrt{d_k}}\Big).$$
 
 # %%
 weights = F.softmax(scores / math.sqrt(d_k), axis=-1)  # (L, L), each row sums to 1
@@ -126,8 +126,8 @@ check("every row of weights sums to 1", max_err(weights.sum(axis=-1), np.ones(le
 # ## Step 5: the weighted sum of values
 #
 # Each token's output is the average of all the values, weighted by its attention
-# weights: $\text{out}_i = \sum_j A_{ij} v_j$, or for all tokens at once
-# $\text{out} = A V$.
+# weights: $\text{out}_i = \sum_j P_{ij} v_j$, or for all tokens at once
+# $\text{out} = P V$ ($P$ is `weights` in the code).
 
 # %%
 out = weights @ V  # (L, d_v)
@@ -195,7 +195,7 @@ check("loop over tokens == one matrix product for all", max_err(np.stack(rows), 
 
 # %% [markdown]
 # Real models run several attentions side by side, each with its own $W_Q, W_K, W_V$
-# (**heads**), so that one can track meaning while another tracks word order. Lesson 8
+# (**heads**), so that one can track meaning while another tracks word order. Lesson 9
 # builds them. Lesson 6 takes attention's derivative.
 #
 # ## Practice

@@ -27,12 +27,12 @@ scale = 1 / np.sqrt(E)
 # %% [markdown]
 # ## Forward, keeping what backward needs
 #
-# $$S = s\, Q K^\top, \qquad P = \operatorname{softmax}(S) \text{ (each row)}, \qquad O = P V,$$
+# $$S = c\, Q K^\top, \qquad P = \operatorname{softmax}(S) \text{ (each row)}, \qquad O = P V,$$
 #
 # with $Q$ of shape $(B, L, E)$, $K$ of shape $(B, S, E)$, $V$ of shape $(B, S, E_v)$, and
-# $s = 1/\sqrt{E}$. The backward pass needs $P$ (for the softmax and for $dV$) and the
-# three inputs, so the forward pass returns them alongside $O$, the way llm.c and nanoGPT's
-# walkthroughs do it.
+# $c = 1/\sqrt{E}$ (`scale` in the code). The backward pass needs $P$ (for the softmax
+# and for $dV$) and the three inputs, so the forward pass returns them alongside $O$, the
+# way llm.c and nanoGPT's walkthroughs do it.
 
 # %%
 def attention_forward(q, k, v):
@@ -47,13 +47,13 @@ def attention_forward(q, k, v):
 # %% [markdown]
 # ## Backward, one piece at a time, from the output back
 #
-# Start from the upstream gradient $dO = \partial L/\partial O$ and undo each step:
+# Start from the upstream gradient $dO = \partial \ell/\partial O$ and undo each step:
 #
 # 1. $O = P V$ is a matrix product (lesson 4): $dP = dO\, V^\top$ and $dV = P^\top dO$.
 # 2. $P = \operatorname{softmax}(S)$ row by row (lesson 3):
 #    $dS = P \odot \big(dP - \operatorname{rowsum}(dP \odot P)\big)$.
-# 3. $S = s\, Q K^\top$ is a matrix product times a constant (lesson 4):
-#    $dQ = s\, dS\, K$ and $dK = s\, dS^\top Q$.
+# 3. $S = c\, Q K^\top$ is a matrix product times a constant (lesson 4):
+#    $dQ = c\, dS\, K$ and $dK = c\, dS^\top Q$.
 
 # %%
 def attention_backward(dout, cache):

@@ -13,6 +13,8 @@ install it. ``to_dot`` and ``attention_gradients`` need nothing beyond NumPy.
 from __future__ import annotations
 
 import math
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,13 +26,16 @@ from .core import Tensor
 
 
 def require_matplotlib():
-    """pyplot with the file-only Agg backend, or an ImportError naming the fix."""
+    """pyplot, or an ImportError naming the fix. Where nobody chose a backend (no MPLBACKEND,
+    pyplot not yet imported), the file-only Agg one, which needs no display; a backend the
+    user or a notebook chose (Jupyter's inline one, say) is kept, so figures show there."""
     try:
         import matplotlib
     except ImportError:
         raise ImportError("minattn.viz needs matplotlib for figures: pip install matplotlib "
                           "(or pip install minattn[plot])") from None
-    matplotlib.use("Agg", force=False)  # figures go to files; no display needed
+    if "MPLBACKEND" not in os.environ and "matplotlib.pyplot" not in sys.modules:
+        matplotlib.use("Agg", force=False)  # figures go to files; no display needed
     import matplotlib.pyplot as plt
 
     return plt

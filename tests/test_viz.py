@@ -1,9 +1,12 @@
 """Pictures: the graph as DOT, the attention gradient maps (against autograd), and the
 figures (written to PNG files when matplotlib is installed)."""
 
+import functools
+import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -167,3 +170,24 @@ def test_training_curves_writes_a_png(plt, tmp_path):
     viz.training_curves(run, path=tmp_path / "one.png")
     viz.training_curves({"1/sqrt(d)": run, "1": run}, path=tmp_path / "two.png", target=0.99)
     assert (tmp_path / "one.png").exists() and (tmp_path / "two.png").exists()
+
+
+def test_a_backend_the_user_chose_is_kept(tmp_path):
+    """viz picks the file-only Agg backend only where nobody chose one: in a notebook (or
+    with MPLBACKEND set) the figures must reach the chosen backend, to be shown."""
+    pytest.importorskip("matplotlib")
+    code = ("import matplotlib, minattn as ma, numpy as np\n"
+            "from minattn import viz\n"
+            "q = ma.tensor(np.eye(3))\n"
+            "viz.plot_attention_gradients(q, q, q, ma.tensor(np.ones((3, 3))))\n"
+            "print(matplotlib.get_backend())\n")
+    run = functools.partial(subprocess.run, [sys.executable, "-c", code], capture_output=True,
+                            text=True, timeout=120, cwd=tmp_path)
+    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
+    chosen = run(env={**env, "MPLBACKEND": "svg"})
+    assert chosen.returncode == 0, chosen.stderr
+    assert chosen.stdout.split()[-1].lower() == "svg"
+    default = run(env=env)
+    assert default.returncode == 0, default.stderr
+    assert default.stdout.split()[-1].lower() == "agg"

@@ -81,6 +81,7 @@ def flash_forward(q, k, v, scale, bias=None, is_causal=False, block_q=64, block_
     row_max = xp.empty((N, L), dtype=work)
     log_l = xp.empty((N, L), dtype=work)
     with backend.np.errstate(invalid="ignore"):  # inf - inf = NaN for a +inf score is meant
+        # --8<-- [start:flash_forward_loop]
         for i0 in range(0, L, block_q):
             i1 = min(i0 + block_q, L)
             q_i = q[:, i0:i1].astype(work, copy=False)  # (N, bq, E)
@@ -103,6 +104,7 @@ def flash_forward(q, k, v, scale, bias=None, is_causal=False, block_q=64, block_
             out[:, i0:i1] = acc / l_safe[..., None]  # (N, bq, Ev): 0 / 1 where masked
             row_max[:, i0:i1] = m
             log_l[:, i0:i1] = xp.where(masked, xp.asarray(-xp.inf, work), xp.log(l_safe))
+        # --8<-- [end:flash_forward_loop]
     return out, (row_max, log_l)
 
 
@@ -131,6 +133,7 @@ def flash_backward(q, k, v, out, stats, dout, scale, bias=None, is_causal=False,
     S, Ev = k.shape[1], v.shape[2]
     work = backend.work_dtype(q.dtype)
     bias = _as_3d(bias)
+    # --8<-- [start:flash_D]
     D = (dout.astype(work) * out.astype(work)).sum(axis=-1)  # (N, L) = rowsum(dP * P)
     m, log_l = stats
     masked = m == -xp.inf  # (N, L): rows that every key is masked out of
@@ -138,11 +141,13 @@ def flash_backward(q, k, v, out, stats, dout, scale, bias=None, is_causal=False,
     # -inf - (-inf) is ever formed
     m = xp.where(masked, xp.zeros((), work), m).astype(work, copy=False)
     log_l = xp.where(masked, xp.zeros((), work), log_l).astype(work, copy=False)
+    # --8<-- [end:flash_D]
     skip = is_causal and kernels.choice.finite_scores(q, k, v, scale, bias, dout)
     dq = xp.zeros((N, L, E), dtype=work)
     dk = xp.zeros((N, S, E), dtype=work)
     dv = xp.zeros((N, S, Ev), dtype=work)
     with backend.np.errstate(invalid="ignore"):  # inf - inf = NaN for a +inf score is meant
+        # --8<-- [start:flash_backward_loop]
         for j0 in range(0, S, block_k):
             j1 = min(j0 + block_k, S)
             k_j = k[:, j0:j1].astype(work, copy=False)  # (N, bk, E)
@@ -159,6 +164,7 @@ def flash_backward(q, k, v, out, stats, dout, scale, bias=None, is_causal=False,
                 ds = p * (dp - D[:, i0:i1, None])  # (N, bq, bk)
                 dq[:, i0:i1] += (ds @ k_j) * scale  # (N, bq, E)
                 dk[:, j0:j1] += (ds.swapaxes(-1, -2) @ q_i) * scale  # (N, bk, E)
+        # --8<-- [end:flash_backward_loop]
     return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype)
 
 

@@ -1,8 +1,9 @@
 """Attention as one op with a hand-written backward over the materialized probabilities.
 
-Forward, with A the probabilities after dropout (A = P when there is none):
+Forward, with P~ the probabilities after dropout (P~ = P when there is none; ``dropped``
+in the code, docs/symbols.md):
 
-    S = scale * Q K^T + bias      P = softmax(S)      A = P * keep      O = A V
+    S = scale * Q K^T + bias      P = softmax(S)      P~ = P * keep      O = P~ V
 
 What is saved for backward, and why: Q, K, V (the matmuls need them), P (the softmax
 backward needs its *output*), and the dropout mask. The scores S are not saved: the softmax
@@ -10,7 +11,7 @@ backward never needs them, so keeping S would cost a second (..., L, S) array fo
 
 Backward, from the upstream dO:
 
-    dV = A^T dO                        dA = dO V^T          dP = dA * keep
+    dV = P~^T dO                       dP~ = dO V^T         dP = dP~ * keep
     dS = P * (dP - rowsum(dP * P))     dQ = scale * dS K    dK = scale * dS^T Q
 
 Masked positions have P = 0, hence dS = 0; a fully masked row has P = 0 everywhere, so its
@@ -58,6 +59,7 @@ class FusedAttention(Function):
         if bias is not None:
             bias = bias.astype(work, copy=False)
         # scale q (L, E), not the scores (L, S): a pass over the smaller array
+        # --8<-- [start:fused_forward]
         probs = (q * self.scale) @ k.swapaxes(-1, -2)  # (..., L, S): scores, then probs
         if bias is not None:
             probs = _into(xp.add, probs, bias)  # -inf where masked; may add batch axes that v has
@@ -66,19 +68,21 @@ class FusedAttention(Function):
         dropped = probs if self.keep is None else probs * self.keep  # (..., L, S)
         self.q, self.k, self.v, self.probs = q, k, v, probs  # not the scores: never needed
         return (dropped @ v).astype(dtype, copy=False)  # (..., L, Ev)
+        # --8<-- [end:fused_forward]
 
+    # --8<-- [start:fused_backward]
     def backward(self, dout):
-        # O = A V, A = P * keep  =>  dV = A^T dO, dA = dO V^T, dP = dA * keep
-        # P = softmax(S)         =>  dS = P * (dP - rowsum(dP * P))   (softmax backward)
-        # S = scale * Q K^T      =>  dQ = scale * dS K, dK = scale * dS^T Q
+        # O = P~ V, P~ = P * keep  =>  dV = P~^T dO, dP~ = dO V^T, dP = dP~ * keep
+        # P = softmax(S)           =>  dS = P * (dP - rowsum(dP * P))   (softmax backward)
+        # S = scale * Q K^T        =>  dQ = scale * dS K, dK = scale * dS^T Q
         # then sum each gradient over the batch axes its input was broadcast along
         # (in the working dtype; the engine casts them to the inputs' dtype).
         q, k, v, probs, keep = self.q, self.k, self.v, self.probs, self.keep
         dout = dout.astype(q.dtype, copy=False)  # float16 -> float32
         dropped = probs if keep is None else probs * keep  # (..., L, S)
-        dv = at_b(dropped, dout)  # (..., S, Ev) = A^T dO, as (dO^T A)^T (see at_b)
+        dv = at_b(dropped, dout)  # (..., S, Ev) = P~^T dO, as (dO^T P~)^T (see at_b)
         xp = backend.get_array_module(dout)
-        dscores = dout @ v.swapaxes(-1, -2)  # (..., L, S): dP, becoming dS in place
+        dscores = dout @ v.swapaxes(-1, -2)  # (..., L, S): dP~, then dP, then dS in place
         if keep is not None:
             dscores = _into(xp.multiply, dscores, keep)
         if probs.shape != dscores.shape:  # v had batch axes that the scores did not
@@ -88,6 +92,7 @@ class FusedAttention(Function):
         dq = (dscores @ k) * self.scale  # (..., L, E)
         dk = at_b(dscores, q * self.scale)  # (..., S, E) = scale dS^T Q
         return unbroadcast(dq, q.shape), unbroadcast(dk, k.shape), unbroadcast(dv, v.shape)
+    # --8<-- [end:fused_backward]
 
 
 def _into(op, a, b):

@@ -104,6 +104,7 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index: int = 
     """
     op = "nll_loss"
     reduction = _reduction(reduction, size_average, reduce, op)
+    # --8<-- [start:nll_loss]
     logp = _check_input(input, op)
     _, valid, safe = _class_targets(target, logp, ignore_index, op)
     C = logp.shape[0] if logp.ndim == 1 else logp.shape[1]
@@ -112,6 +113,7 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index: int = 
     if reduction == "mean":
         return loss.sum() / w.sum()
     return _reduce(loss, reduction)
+    # --8<-- [end:nll_loss]
 
 
 def cross_entropy(input, target, weight=None, size_average=None, ignore_index: int = -100,
@@ -133,6 +135,7 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index: i
     if not isinstance(label_smoothing, numbers.Real) or not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"{op}: label_smoothing must be between 0.0 and 1.0, got "
                          f"{label_smoothing!r}")
+    # --8<-- [start:cross_entropy]
     class_dim = 0 if x.ndim == 1 else 1
     C = x.shape[class_dim]
     logp = log_softmax(x, dim=class_dim)  # (N, C, d1, ...)
@@ -142,6 +145,7 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index: i
     nll = nll_loss(logp, target, weight, ignore_index=ignore_index, reduction=reduction)
     if label_smoothing == 0.0:
         return nll
+    # --8<-- [end:cross_entropy]
     _, valid, safe = _class_targets(target, logp, ignore_index, op)
     w = _class_weight(weight, C, logp, op)
     smooth = where(valid, -(logp * w.reshape(w_shape)).sum(dim=class_dim), 0.0)  # (N, d1, ..)

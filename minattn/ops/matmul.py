@@ -27,6 +27,7 @@ def _t(x):
     return x.swapaxes(-1, -2)
 
 
+# --8<-- [start:at_b]
 def at_b(a, b):
     """a^T b over the last two axes: (..., n, k) and (..., n, m) -> (..., k, m).
 
@@ -36,6 +37,7 @@ def at_b(a, b):
     measured faster that way too (docs/performance.md, "Transposed products").
     """
     return _t(_t(b) @ a) if a.shape[-1] > b.shape[-1] else _t(a) @ b
+# --8<-- [end:at_b]
 
 
 def a_bt(a, b):
@@ -49,6 +51,7 @@ class MatMul(Function):
         a, b = inputs
         return [t for t, other in ((a, b), (b, a)) if other.requires_grad]
 
+    # --8<-- [start:matmul_op]
     def forward(self, a, b):
         self.a, self.b = a, b
         return _product(a, b)
@@ -77,6 +80,7 @@ class MatMul(Function):
                 db = unbroadcast(at_b(a, dout), b.shape)  # (..., k, m)
             db = db.reshape(self.b.shape)
         return da, db
+    # --8<-- [end:matmul_op]
 
 
 def matmul(a, b) -> Tensor:

@@ -2,8 +2,8 @@
 each beside a composed twin built from primitive ops (exp, sum, divide) that autograd
 differentiates; the tests hold the two equal.
 
-Both forwards subtract the row max first: softmax(x) = softmax(x - c) for any constant c,
-and with c = max(x) every exponent is <= 0, so exp never overflows, even for logits of
+Both forwards subtract the row max first: softmax(x) = softmax(x - m) for any constant m,
+and with m = max(x) every exponent is <= 0, so exp never overflows, even for logits of
 1e4 in float16. Both backwards use the *output*, never the input:
 
     y = softmax(x)       dx = y * (dy - sum(dy * y))
@@ -28,6 +28,7 @@ from ..core import Function, Tensor, _as_tensors, check_float
 from .reduce import dim_arg, normalize_dim
 
 
+# --8<-- [start:softmax_rows]
 def softmax_rows(x, out=None, empty_rows: str = "nan"):
     """y = exp(x - max x) / sum(exp(x - max x)) over the last axis (into out if given).
 
@@ -51,8 +52,10 @@ def softmax_rows(x, out=None, empty_rows: str = "nan"):
         return y
     out[...] = y
     return out
+# --8<-- [end:softmax_rows]
 
 
+# --8<-- [start:softmax_rows_backward]
 def softmax_rows_backward(y, dy, out=None):
     """dx = y * (dy - rowsum(dy * y)) over the last axis, y = softmax_rows(x) (into out)."""
     # y_i = e^{x_i} / sum_j e^{x_j}  =>  dy_i/dx_k = y_i (delta_ik - y_k),  J = diag(y) - y y^T
@@ -64,6 +67,7 @@ def softmax_rows_backward(y, dy, out=None):
         return dx
     out[...] = dx
     return out
+# --8<-- [end:softmax_rows_backward]
 
 
 def _check_axis(x, axis: int, op: str) -> int:
@@ -90,6 +94,7 @@ class Softmax(Function):
 
     saves_inputs, saves_output = False, True  # backward reads y, never x
 
+    # --8<-- [start:softmax_op]
     def forward(self, x):
         self.axis = _check_axis(x, self.axis, "softmax")
         y = kernels.run(softmax_rows, _last(x, self.axis))  # the rows' softmax (fast twin if any)
@@ -103,6 +108,7 @@ class Softmax(Function):
         y = self.out
         dx = kernels.run(softmax_rows_backward, _last(y, self.axis), _last(dout, self.axis))
         return _back(dx, self.axis, y.shape)
+    # --8<-- [end:softmax_op]
 
 
 class LogSoftmax(Function):
@@ -110,6 +116,7 @@ class LogSoftmax(Function):
 
     saves_inputs, saves_output = False, True  # backward reads y, never x
 
+    # --8<-- [start:log_softmax_op]
     def forward(self, x):
         xp = backend.get_array_module(x)
         axis = self.axis = _check_axis(x, self.axis, "log_softmax")
@@ -126,6 +133,7 @@ class LogSoftmax(Function):
         xp = backend.get_array_module(dout)
         total = dout if dout.ndim == 0 else dout.sum(axis=self.axis, keepdims=True)
         return dout - xp.exp(self.out) * total
+    # --8<-- [end:log_softmax_op]
 
 
 def softmax(x, dim: int | None = None, *, axis: int | None = None) -> Tensor:
@@ -163,15 +171,17 @@ def _softmax_dim(dim, axis, op: str) -> int:
 # -- composed twins: the same functions from primitive ops; autograd derives the backward --
 
 
+# --8<-- [start:softmax_composed]
 def softmax_composed(x: Tensor, axis: int = -1) -> Tensor:
     """softmax from exp, sum and divide; the max is a constant shift, so it is detached."""
-    shifted = x - x.max(axis=axis, keepdims=True).detach()  # softmax(x - c) = softmax(x)
+    shifted = x - x.max(axis=axis, keepdims=True).detach()  # softmax(x - m) = softmax(x)
     e = shifted.exp()
     return e / e.sum(axis=axis, keepdims=True)
+# --8<-- [end:softmax_composed]
 
 
 def log_softmax_composed(x: Tensor, axis: int = -1) -> Tensor:
-    """log_softmax as (x - c) - log(sum(exp(x - c))) from primitive ops, c = max(x) detached."""
+    """log_softmax as (x - m) - log(sum(exp(x - m))) from primitive ops, m = max(x) detached."""
     shifted = x - x.max(axis=axis, keepdims=True).detach()
     return shifted - shifted.exp().sum(axis=axis, keepdims=True).log()
 

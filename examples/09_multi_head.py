@@ -1,5 +1,5 @@
 # %% [markdown]
-# # 8. Multi-head attention
+# # 9. Multi-head attention
 #
 # One attention head computes one set of weights per token, so it can answer only one
 # question at a time, such as "which word gives me my meaning?". A word also needs to know
@@ -41,15 +41,15 @@ VOCAB = {
 words = "the bank approved the loan".split()
 L = len(words)
 E, H = 10, 2  # model width, number of heads
-D = E // H  # each head's width: 5
+E_h = E // H  # each head's width: 5
 X = np.array([VOCAB[w] + list(np.eye(L)[i]) for i, w in enumerate(words)])  # (L, E)
 
 # %% [markdown]
 # ## Two heads, two questions
 #
 # `ma.nn.MultiHeadAttention(E, H)` projects the input to queries, keys and values of
-# width $E$, and splits each into $H$ heads of width $D = E/H$: head $h$ owns features
-# $hD$ to $(h+1)D - 1$. We set its projection weights by hand (PyTorch's convention:
+# width $E$, and splits each into $H$ heads of width $E_h = E/H$: head $h$ owns features
+# $h E_h$ to $(h+1) E_h - 1$. We set its projection weights by hand (PyTorch's convention:
 # `Linear` computes $x W^\top$, so row $a$ of a weight matrix makes output feature $a$):
 #
 # - **head 0, "previous word"**: the query of the token at position $i$ is the position
@@ -70,9 +70,9 @@ for j in range(L):  # head 0: each key is its own position
     W_k[j, 5 + j] = 1.0
 for a in range(5):  # head 0: the value is the word's meaning
     W_v[a, a] = 1.0
-W_q[D + 0, 3] = W_q[D + 1, 3] = 5.0  # head 1 (rows 5..9): "bank" seeks finance and nature
-W_k[D + 0, 0] = W_k[D + 1, 1] = 1.0  # money words offer finance, water words nature
-W_v[D + 0, 0] = W_v[D + 1, 1] = 1.0  # and pass it on
+W_q[E_h + 0, 3] = W_q[E_h + 1, 3] = 5.0  # head 1 (rows 5..9): "bank" seeks finance and nature
+W_k[E_h + 0, 0] = W_k[E_h + 1, 1] = 1.0  # money words offer finance, water words nature
+W_v[E_h + 0, 0] = W_v[E_h + 1, 1] = 1.0  # and pass it on
 
 mha = ma.nn.MultiHeadAttention(E, num_heads=H, bias=False, dtype="float64")
 mha.load_state_dict({"q_proj.weight": W_q, "k_proj.weight": W_k, "v_proj.weight": W_v,
@@ -101,17 +101,17 @@ show(out.numpy()[0, 1:2], ["bank"], ["money", "water", "function", "ambig.", "ac
 # ## All heads in one matrix product
 #
 # The module does not loop over heads. It projects once, reshapes the $E$ features of
-# each token into $H$ heads of $D$, moves the head axis to the front, and then a single
+# each token into $H$ heads of $E_h$, moves the head axis to the front, and then a single
 # batched matrix product computes every head's scores. We rebuild its forward pass from
 # primitive ops and compare it with the module and with a plain loop over the heads,
 # lesson 5 style.
 
 # %%
-q = (x @ ma.tensor(W_q).T).reshape(1, L, H, D).swapaxes(1, 2)  # (1, H, L, D)
-k = (x @ ma.tensor(W_k).T).reshape(1, L, H, D).swapaxes(1, 2)  # (1, H, L, D)
-v = (x @ ma.tensor(W_v).T).reshape(1, L, H, D).swapaxes(1, 2)  # (1, H, L, D)
-scores = q @ k.swapaxes(-1, -2) / math.sqrt(D)  # (1, H, L, L): every head at once
-heads = F.softmax(scores, axis=-1) @ v  # (1, H, L, D)
+q = (x @ ma.tensor(W_q).T).reshape(1, L, H, E_h).swapaxes(1, 2)  # (1, H, L, E_h)
+k = (x @ ma.tensor(W_k).T).reshape(1, L, H, E_h).swapaxes(1, 2)  # (1, H, L, E_h)
+v = (x @ ma.tensor(W_v).T).reshape(1, L, H, E_h).swapaxes(1, 2)  # (1, H, L, E_h)
+scores = q @ k.swapaxes(-1, -2) / math.sqrt(E_h)  # (1, H, L, L): every head at once
+heads = F.softmax(scores, axis=-1) @ v  # (1, H, L, E_h)
 merged = heads.swapaxes(1, 2).reshape(1, L, E)  # (1, L, E): heads side by side again
 by_hand = merged @ ma.tensor(np.eye(E)).T  # the output projection
 check("one batched product for all heads vs ma.nn.MultiHeadAttention", max_err(by_hand, out),
@@ -119,8 +119,8 @@ check("one batched product for all heads vs ma.nn.MultiHeadAttention", max_err(b
 
 looped = []
 for h in range(H):  # one head at a time, on its own slice of the projections
-    rows = slice(h * D, (h + 1) * D)
-    q_h, k_h, v_h = X @ W_q[rows].T, X @ W_k[rows].T, X @ W_v[rows].T  # (L, D) each
+    rows = slice(h * E_h, (h + 1) * E_h)
+    q_h, k_h, v_h = X @ W_q[rows].T, X @ W_k[rows].T, X @ W_v[rows].T  # (L, E_h) each
     looped.append(F.scaled_dot_product_attention(ma.tensor(q_h), ma.tensor(k_h),
                                                  ma.tensor(v_h)).numpy())
 check("loop over heads vs the module", max_err(np.concatenate(looped, axis=-1), out.numpy()[0]),
@@ -151,6 +151,66 @@ expect("one head gives 'loan' less weight than head 1", bank_single[4] < w1[1, 4
 # has 12 in each layer), and their learned heads are often found to specialize: some
 # attend to the previous token, others follow syntax or meaning.
 #
+# ## Multi-head attention's backward
+#
+# The backward pass runs the forward's steps in reverse, and there is little new in it.
+# The output projection and the three input projections are `Linear` layers (lesson 4).
+# Each head's attention is lesson 6's backward, on its own $E_h$ features. What remains is
+# the split and the merge, and they do no arithmetic: `reshape` and `swapaxes` only move
+# numbers, so their backward moves the gradients back. The gradient of head $h$'s query
+# at token $i$, feature $d$, lands at feature $hD + d$ of token $i$ in the gradient of the
+# projection's output, which is exactly the merge applied to the heads' gradients. The
+# input $x$ feeds every head through $W_Q$, $W_K$ and $W_V$, so its gradient adds up all
+# of those paths (lesson 7's fan-out, once more per head).
+#
+# We run the forward pass of the previous section again with tensors that require grad,
+# keep the gradients of the projections' outputs and of the heads, and check both claims.
+
+# %%
+rng = np.random.default_rng(1)
+xg = ma.tensor(X[None], requires_grad=True)  # (1, L, E)
+Wg_q, Wg_k, Wg_v = (ma.tensor(W, requires_grad=True) for W in (W_q, W_k, W_v))
+proj = [xg @ W.T for W in (Wg_q, Wg_k, Wg_v)]  # (1, L, E) each: the projections' outputs
+for t in proj:
+    t.retain_grad()
+q, k, v = (t.reshape(1, L, H, E_h).swapaxes(1, 2) for t in proj)  # (1, H, L, E_h): the split
+for t in (q, k, v):
+    t.retain_grad()
+heads = F.scaled_dot_product_attention(q, k, v)  # (1, H, L, E_h)
+heads.retain_grad()
+dout = rng.standard_normal((1, L, E))  # a random upstream gradient
+heads.swapaxes(1, 2).reshape(1, L, E).backward(dout)  # the merge (output projection: I)
+
+for name, t, t_proj in zip("qkv", (q, k, v), proj):
+    merged_grad = t.grad.swapaxes(1, 2).reshape(1, L, E)  # the heads' gradients, merged
+    check(f"d{name} of the projection == the merge of every head's d{name}",
+          max_err(merged_grad, t_proj.grad), 0.0)
+check("the merge's backward is the split of dout",
+      max_err(heads.grad, dout.reshape(1, L, H, E_h).swapaxes(1, 2)), 0.0)
+for h in range(H):  # each head: lesson 6's backward on its own slice
+    mine = ma.viz.attention_gradients(q[0, h], k[0, h], v[0, h], heads.grad[0, h])
+    check(f"head {h}: dq, dk, dv == lesson 6's backward on its E_h features",
+          max(max_err(mine["dq"], q.grad[0, h]), max_err(mine["dk"], k.grad[0, h]),
+              max_err(mine["dv"], v.grad[0, h])), 1e-13)
+
+# %% [markdown]
+# Finally, every parameter of a multi-head module against central differences.
+# `ma.module_gradcheck(module, *inputs, names=...)` checks the module's gradient with
+# respect to its inputs and the named parameters, in float64, with a random upstream
+# gradient. A module with random weights and biases exercises every path (the hand-set
+# one above saturates its softmax, where gradients are tiny).
+
+# %%
+ma.manual_seed(0)
+module = ma.nn.MultiHeadAttention(E, num_heads=H, dtype="float64")  # with biases
+x_check = ma.tensor(rng.standard_normal((2, L, E)))  # (B, L, E), B = 2
+for name, param in module.named_parameters():
+    expect(f"module_gradcheck: {name} {param.shape}",
+           ma.module_gradcheck(module, x_check, names=[name]))
+expect("module_gradcheck: the input x",
+       ma.module_gradcheck(module, ma.tensor(x_check.numpy(), requires_grad=True), names=[]))
+
+# %% [markdown]
 # ## Practice
 #
 # 1. Does more heads mean more parameters?
@@ -170,7 +230,7 @@ for n_heads in [1, 2, 5]:
 # %%
 # 2. No: swap the two heads' rows in the q, k, v projections and the matching columns of
 #    the output projection, and the output is the same.
-swap = np.r_[D:E, 0:D]  # head 1's features first, then head 0's
+swap = np.r_[E_h:E, 0:E_h]  # head 1's features first, then head 0's
 swapped = ma.nn.MultiHeadAttention(E, H, bias=False, dtype="float64")
 swapped.load_state_dict({"q_proj.weight": W_q[swap], "k_proj.weight": W_k[swap],
                          "v_proj.weight": W_v[swap], "out_proj.weight": np.eye(E)[:, swap]})
