@@ -182,7 +182,7 @@ check("viz.attention_gradients' dP and dS == ours",
 try:
     import matplotlib.pyplot as plt
 
-    viz.plot_attention_gradients(q, k, v, dO, scale=c, tokens=words,
+    viz.plot_attention_gradients(q, k, v, dO, scale=c, tokens=words, stacked=True,
                                  title="bank's target pulls on one row of the scores")
     plt.show()  # the figure stays open: a notebook or the docs build shows it
 except ImportError:

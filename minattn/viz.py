@@ -84,15 +84,15 @@ def attention_maps(probs, tokens=None, key_tokens=None, title=None, path=None):
             ax.axis("off")
             continue
         im = ax.imshow(probs[h], cmap="viridis", vmin=0.0, vmax=max(float(probs[h].max()), 1e-9))
-        ax.set_title(f"head {h}", fontsize=9)
+        ax.set_title(f"head {h}", fontsize=10)
         if tokens is not None:
-            ax.set_yticks(range(L), [str(t) for t in tokens][:L], fontsize=7)
+            ax.set_yticks(range(L), [str(t) for t in tokens][:L], fontsize=9)
         if key_tokens is not None:
-            ax.set_xticks(range(S), [str(t) for t in key_tokens][:S], fontsize=7)
+            ax.set_xticks(range(S), [str(t) for t in key_tokens][:S], fontsize=9)
         ax.tick_params(top=True, labeltop=True, bottom=False, labelbottom=False)
-        ax.set_xlabel("key", fontsize=8)
-        ax.set_ylabel("query", fontsize=8)
-        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+        ax.set_xlabel("key", fontsize=9)
+        ax.set_ylabel("query", fontsize=9)
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04).ax.tick_params(labelsize=9)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -131,28 +131,34 @@ def attention_gradients(q, k, v, dout, scale=None, is_causal: bool = False) -> d
 
 
 def plot_attention_gradients(q, k, v, dout, scale=None, is_causal: bool = False, tokens=None,
-                             key_tokens=None, title=None, path=None):
-    """P beside the gradient maps dP and dS (see ``attention_gradients``). dS is small
-    where P is near 0 or 1: the picture of a saturated softmax passing no gradient."""
+                             key_tokens=None, title=None, path=None, stacked: bool = False):
+    """P beside the gradient maps dP and dS (see ``attention_gradients``), panels (a) to
+    (c); ``stacked`` puts them one under the other, to read in a narrow column (a docs
+    page). dS is small where P is near 0 or 1: a saturated softmax passes no gradient."""
     plt = require_matplotlib()
     maps = attention_gradients(q, k, v, dout, scale, is_causal)
     key_tokens = tokens if key_tokens is None else key_tokens
     L, S = maps["P"].shape
     size = max(3.0, 0.25 * max(L, S))
-    fig, axes = plt.subplots(1, 3, figsize=(3 * size + 1.5, size))
-    panels = [("P = softmax(S)", maps["P"], "viridis", 0.0, 1.0)]
-    for name, label in (("dP", "dP = dO V^T"), ("dS", "dS = P * (dP - rowsum(dP * P))")):
+    shape, figsize = ((3, 1), (size + 1.5, 3 * size)) if stacked else \
+        ((1, 3), (3 * size + 1.5, size))
+    fig, axes = plt.subplots(*shape, figsize=figsize)
+    panels = [("(a) P = softmax(S)", maps["P"], "viridis", 0.0, 1.0)]
+    for name, label in (("dP", "(b) dP = dO V^T"), ("dS", "(c) dS = P * (dP - rowsum(dP * P))")):
         m = maps[name]
         bound = max(float(np.abs(m[np.isfinite(m)]).max(initial=0.0)), 1e-12)
         panels.append((label, m, "RdBu_r", -bound, bound))
     for ax, (label, m, cmap, lo, hi) in zip(axes, panels):
         im = ax.imshow(m, cmap=cmap, vmin=lo, vmax=hi)
-        ax.set_title(label, fontsize=9)
+        ax.set_title(label, fontsize=10)
         if tokens is not None:
-            ax.set_yticks(range(L), [str(t) for t in tokens][:L], fontsize=7)
+            ax.set_yticks(range(L), [str(t) for t in tokens][:L], fontsize=9)
         if key_tokens is not None:
-            ax.set_xticks(range(S), [str(t) for t in key_tokens][:S], fontsize=7)
-        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+            ax.set_xticks(range(S), [str(t) for t in key_tokens][:S], fontsize=9)
+        ax.set_xlabel("key", fontsize=9)
+        ax.set_ylabel("query", fontsize=9)
+        bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+        bar.ax.tick_params(labelsize=9)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -176,6 +182,8 @@ def training_curves(runs, path=None, target=None, title=None):
     over the steps, one line per run. ``runs``: a result of ``minattn.tools.train.train`` (dict
     with "history" and "evals") or a dict label -> such results."""
     plt = require_matplotlib()
+    from matplotlib.ticker import LogFormatter
+
     if "history" in runs:
         runs = {"run": runs}
     fig, axes = plt.subplots(2, 2, figsize=(11, 7))
@@ -195,14 +203,18 @@ def training_curves(runs, path=None, target=None, title=None):
         ax_grad.plot(steps, _smooth(qk, window), label=label)
     if target is not None:
         ax_acc.axhline(target, color="gray", linestyle=":", label=f"target {target:.0%}")
-    ax_loss.set(title="training loss (answer positions)", xlabel="step", yscale="log")
-    ax_acc.set(title="held-out token accuracy", xlabel="step", ylim=(0, 1.01))
-    ax_grad.set(title="gradient norm of the attention q/k projections", xlabel="step",
+    ax_loss.set(title="(a) training loss (answer positions)", xlabel="step", yscale="log")
+    ax_acc.set(title="(b) held-out token accuracy", xlabel="step", ylim=(0, 1.01))
+    ax_grad.set(title="(c) gradient norm of the attention q/k projections", xlabel="step",
                 yscale="log")
-    ax_ent.set(title="attention entropy (nats, answer rows)", xlabel="step")
+    ax_ent.set(title="(d) attention entropy (nats, answer rows)", xlabel="step")
+    for ax in (ax_loss, ax_grad):  # 2.5 and 0.01, not 2.5 x 10^0 and 10^-2
+        ax.yaxis.set_major_formatter(LogFormatter(labelOnlyBase=False))
+        ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
     for ax in axes.flat:
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=9)
+        ax.tick_params(which="both", labelsize=9)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
