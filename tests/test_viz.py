@@ -157,8 +157,16 @@ def test_plot_attention_gradients_writes_a_png(plt, tmp_path):
                                        is_causal=True, tokens=list("abcd"),
                                        path=tmp_path / "g.png")
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
-    assert titles[0].startswith("P") and titles[1].startswith("dP") and titles[2].startswith("dS")
+    assert titles[0].startswith("(a) P =") and titles[1].startswith("(b) dP =")
+    assert titles[2].startswith("(c) dS =")
     assert (tmp_path / "g.png").stat().st_size > 1000
+    wide, tall = fig.get_size_inches()
+    stacked = viz.plot_attention_gradients(f64(4, 3), f64(4, 3), f64(4, 2), np.ones((4, 2)),
+                                           tokens=list("abcd"), stacked=True)
+    assert wide > tall and stacked.get_size_inches()[1] > stacked.get_size_inches()[0]
+    images = [ax for ax in stacked.axes if ax.get_images()]
+    assert [ax.get_position().y0 for ax in images] == sorted(
+        (ax.get_position().y0 for ax in images), reverse=True), "one panel under the other"
 
 
 def test_training_curves_writes_a_png(plt, tmp_path):
