@@ -42,7 +42,8 @@ def spread():
 
 @pytest.mark.parametrize("d", [16, 64, 256, 1024])
 def test_score_std_is_c_sqrt_d(spread, d):
-    assert one(spread, d=d, scaling="none")["score_std"] == pytest.approx(math.sqrt(d), rel=0.05)
+    unscaled = one(spread, d=d, scaling="unscaled")
+    assert unscaled["score_std"] == pytest.approx(math.sqrt(d), rel=0.05)
     assert one(spread, d=d, scaling="sqrt")["score_std"] == pytest.approx(1.0, rel=0.05)
     assert one(spread, d=d, scaling="linear")["score_std"] == pytest.approx(d**-0.5, rel=0.05)
 
@@ -56,8 +57,8 @@ def test_scaled_entropy_is_ln_n_minus_half(spread, d):
 
 def test_unscaled_rows_saturate_as_d_grows(spread):
     ds = (16, 64, 256, 1024)
-    saturated = [one(spread, d=d, scaling="none")["saturated_fraction"] for d in ds]
-    entropy = [one(spread, d=d, scaling="none")["entropy_median"] for d in ds]
+    saturated = [one(spread, d=d, scaling="unscaled")["saturated_fraction"] for d in ds]
+    entropy = [one(spread, d=d, scaling="unscaled")["entropy_median"] for d in ds]
     assert saturated == sorted(saturated) and saturated[-1] > 0.5
     assert entropy == sorted(entropy, reverse=True) and entropy[-1] < 0.05
 
@@ -104,7 +105,7 @@ def flow():
 
 def test_jacobian_collapses_unscaled_and_not_scaled(flow):
     scaled = [one(flow, d=d, scaling="sqrt")["jacobian_fro_median"] for d in (16, 256, 4096)]
-    unscaled = [one(flow, d=d, scaling="none")["jacobian_fro_median"] for d in (16, 256, 4096)]
+    unscaled = [one(flow, d=d, scaling="unscaled")["jacobian_fro_median"] for d in (16, 256, 4096)]
     assert max(scaled) / min(scaled) < 1.3
     assert unscaled == sorted(unscaled, reverse=True)
     assert unscaled[-1] < 1e-4 * scaled[-1]
@@ -114,9 +115,9 @@ def test_unscaled_gradients_are_larger_at_small_d_and_dead_at_large_d(flow):
     def median(d, s):
         return one(flow, d=d, scaling=s)["grad_q_median"]
 
-    assert median(16, "none") > 2 * median(16, "sqrt")  # the missing 1/sqrt(d) = 1/4
-    assert median(4096, "none") < 1e-2 * median(4096, "sqrt")
-    row = one(flow, d=4096, scaling="none")
+    assert median(16, "unscaled") > 2 * median(16, "sqrt")  # the missing 1/sqrt(d) = 1/4
+    assert median(4096, "unscaled") < 1e-2 * median(4096, "sqrt")
+    row = one(flow, d=4096, scaling="unscaled")
     assert row["grad_q_mean"] > 100 * row["grad_q_median"]  # heavy tail: a few huge rows
 
 
@@ -125,11 +126,11 @@ def test_unscaled_gradients_are_larger_at_small_d_and_dead_at_large_d(flow):
 
 @pytest.fixture(scope="module")
 def curves():
-    return ex.step_size_curve(d_values=(16,), scalings=("sqrt", "none"), seeds=(0, 1))
+    return ex.step_size_curve(d_values=(16,), scalings=("sqrt", "unscaled"), seeds=(0, 1))
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("scaling", ["sqrt", "none"])
+@pytest.mark.parametrize("scaling", ["sqrt", "unscaled"])
 def test_best_step_is_near_theory(curves, dtype, scaling):
     h, error = e3_stepsize.best_step(curves, 16, scaling, dtype)
     theory = e3_stepsize.best_step_theory(dtype, ex.scale_for(scaling, 16))
@@ -161,7 +162,7 @@ def test_a_wrong_backward_is_caught_at_every_step(rng):
 
 
 def test_gradcheck_passes_in_float64_and_fails_in_float32():
-    rows = ex.gradcheck_pass_rate(scalings=("sqrt", "none"), seeds=(0, 1, 2))
+    rows = ex.gradcheck_pass_rate(scalings=("sqrt", "unscaled"), seeds=(0, 1, 2))
     assert all(r["passed"] for r in by(rows, dtype="float64"))
     assert not any(r["passed"] for r in by(rows, dtype="float32"))
 
@@ -170,12 +171,12 @@ def test_gradcheck_passes_in_float64_and_fails_in_float32():
 
 
 def test_dead_gradients_look_wrong_only_unscaled():
-    rows = ex.dead_gradients(d_values=(64, 1024), scalings=("sqrt", "none"), seeds=(0,),
+    rows = ex.dead_gradients(d_values=(64, 1024), scalings=("sqrt", "unscaled"), seeds=(0,),
                           n_queries=4)
     assert all(r["bad_entry_fraction"] == 0 for r in by(rows, scaling="sqrt"))
-    assert one(rows, d=1024, scaling="none")["bad_entry_fraction"] > \
-        one(rows, d=64, scaling="none")["bad_entry_fraction"]
-    assert one(rows, d=1024, scaling="none")["bad_entry_fraction"] > 0.05
+    assert one(rows, d=1024, scaling="unscaled")["bad_entry_fraction"] > \
+        one(rows, d=64, scaling="unscaled")["bad_entry_fraction"]
+    assert one(rows, d=1024, scaling="unscaled")["bad_entry_fraction"] > 0.05
     assert all(r["normwise_error"] < 1e-6 for r in rows)  # yet the backward is right
 
 
@@ -184,9 +185,9 @@ def test_dead_gradients_look_wrong_only_unscaled():
 
 def test_softmax_without_max_overflows_unscaled_only():
     rows = ex.naive_softmax_nans(d_values=(64, 4096), seeds=(0,), n_queries=64)
-    assert one(rows, d=4096, scaling="none", dtype="float32")["nan_row_fraction"] == 1
-    assert one(rows, d=64, scaling="none", dtype="float32")["nan_row_fraction"] == 0
-    assert one(rows, d=64, scaling="none", dtype="float16")["nan_row_fraction"] == 1
+    assert one(rows, d=4096, scaling="unscaled", dtype="float32")["nan_row_fraction"] == 1
+    assert one(rows, d=64, scaling="unscaled", dtype="float32")["nan_row_fraction"] == 0
+    assert one(rows, d=64, scaling="unscaled", dtype="float16")["nan_row_fraction"] == 1
     assert all(r["nan_row_fraction"] == 0 for r in by(rows, scaling="sqrt"))
     assert all(r["nan_row_fraction"] == 0 for r in by(rows, dtype="float64"))
     assert all(r["nan_row_fraction_stable"] == 0 for r in rows)
@@ -224,5 +225,33 @@ def test_lr_sensitivity_rows():
                           learning_rates={"sgd": (0.1, 1e3)})
     runs, sweeps = by(rows, kind="run"), by(rows, kind="sweep")
     assert len(runs) == 4 and len(sweeps) == 2
-    assert {r["scaling"] for r in sweeps} == {"sqrt", "none"}
+    assert {r["scaling"] for r in sweeps} == {"sqrt", "unscaled"}
     assert all(r["lr_sensitivity"] >= 0 and r["experiment"] == 6 for r in sweeps)
+
+
+# -- the names of the scalings --------------------------------------------------------------
+
+
+def test_the_old_name_none_is_unscaled_with_a_warning():
+    with pytest.warns(DeprecationWarning, match='"none" is now called "unscaled"'):
+        rows = ex.score_spread(d_values=(16,), scalings=("none",), seeds=(0,), n_queries=8)
+    assert [r["scaling"] for r in rows] == ["unscaled"]
+    with pytest.warns(DeprecationWarning, match="minattn train"):
+        assert ex.scale_for("none", 64) == 1.0
+    with pytest.raises(ValueError, match="unknown scaling"):
+        ex.score_spread(d_values=(16,), scalings=("1/d",), seeds=(0,))
+
+
+def test_old_rows_that_say_none_still_make_tables_and_reports():
+    new = ex.score_spread(d_values=(16, 64), seeds=(0,), n_queries=16)
+    old = [dict(r, scaling="none") if r["scaling"] == "unscaled" else dict(r) for r in new]
+    saved = [dict(r) for r in old]
+    assert ex.terminal_table(1, old) == ex.terminal_table(1, new)
+    config = {"quick": True, "experiments": [1]}
+
+    def report(rows):  # without the line that says when it was made
+        text = ex.markdown_report(rows, {}, config, {})
+        return [line for line in text.splitlines() if not line.startswith("Made by")]
+
+    assert report(old) == report(new)
+    assert old == saved  # the rows read are never changed

@@ -12,23 +12,54 @@ from __future__ import annotations
 import contextlib
 import inspect
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
 from .. import backend
 
-SCALINGS = ("sqrt", "none", "linear")
+SCALINGS = ("sqrt", "unscaled", "linear")  # c = 1/sqrt(d), c = 1, c = 1/d
 D_VALUES = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
-SCALING_LABELS = {"sqrt": "1/sqrt(d) (standard)", "none": "1 (unscaled)",
+SCALING_LABELS = {"sqrt": "1/sqrt(d) (standard)", "unscaled": "1 (unscaled)",
                   "linear": "1/d (over-scaled)"}
+OLD_NAMES = {"none": "unscaled"}  # what c = 1 was called before the one vocabulary
+RENAMED = ('scaling "none" is now called "unscaled" (c = 1); beware that `minattn train` used '
+           '"none" for the default 1/sqrt(d), which is "sqrt" here')
+
+
+def scaling_name(scaling: str, warn: bool = True) -> str:
+    """The current name of a scaling: the old "none" becomes "unscaled" (with a
+    DeprecationWarning when ``warn``); every other name is returned as it is."""
+    if scaling in OLD_NAMES:
+        if warn:
+            warnings.warn(RENAMED, DeprecationWarning, stacklevel=3)
+        return OLD_NAMES[scaling]
+    return scaling
+
+
+def scaling_names(scalings) -> tuple[str, ...]:
+    """scaling_name of each, checked: a tuple of names from SCALINGS."""
+    names = tuple(scaling_name(s) for s in scalings)
+    for s in names:
+        if s not in SCALINGS:
+            raise ValueError(f"unknown scaling {s!r}: expected one of {SCALINGS}")
+    return names
+
+
+def upgrade_rows(rows: list[dict]) -> list[dict]:
+    """Rows saved by an earlier minattn, with today's names: "scaling": "none" becomes
+    "unscaled". New dicts; the rows given (and any file they came from) are left alone."""
+    return [dict(r, scaling=OLD_NAMES[r["scaling"]]) if r.get("scaling") in OLD_NAMES
+            else r for r in rows]
 
 
 def scale_for(scaling: str, d: int) -> float:
-    """The factor on q.k: 1/sqrt(d) for "sqrt", 1 for "none", 1/d for "linear"."""
+    """The factor on q.k: 1/sqrt(d) for "sqrt", 1 for "unscaled", 1/d for "linear"."""
+    scaling = scaling_name(scaling)
     if scaling == "sqrt":
         return 1 / math.sqrt(d)
-    if scaling == "none":
+    if scaling == "unscaled":
         return 1.0
     if scaling == "linear":
         return 1 / d

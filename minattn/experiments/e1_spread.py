@@ -23,6 +23,7 @@ from .common import (
     draw_qkv,
     make_row,
     scale_for,
+    scaling_names,
     scalings_in,
     softmax_rows,
     tick,
@@ -48,9 +49,10 @@ def score_spread(d_values=D_VALUES, scalings=SCALINGS, seeds=(0, 1, 2), n_keys: 
     (rows whose largest weight is above 0.99). Plain float64 array math: no gradients.
 
     >>> rows = score_spread(d_values=(64,), seeds=(0,))
-    >>> [round(r["score_std"], 1) for r in rows]  # sqrt, none, linear
+    >>> [round(r["score_std"], 1) for r in rows]  # sqrt, unscaled, linear
     [1.0, 8.0, 0.1]
     """
+    scalings = scaling_names(scalings)  # the old "none" is "unscaled"
     rows = []
     for d in d_values:
         for seed in seeds:
@@ -86,8 +88,9 @@ def table(rows, markdown=False) -> str:
     sc = scalings_in(rows)
     cols = [(f"std {s}", "score_std", s, "g", False) for s in sc]
     cols += [(f"H {s}", "entropy_median", s, "g", False) for s in sc]
-    cols += [("H mean none", "entropy_mean", "none", "g", False)] if "none" in sc else []
-    cols += [("top none", "max_weight_mean", "none", "g", False)] if "none" in sc else []
+    if "unscaled" in sc:
+        cols += [("H mean unscaled", "entropy_mean", "unscaled", "g", False),
+                 ("top unscaled", "max_weight_mean", "unscaled", "g", False)]
     cols += [(f"sat {s}", "saturated_fraction", s, "%", False) for s in sc if s != "linear"]
     return pivot(rows, cols, markdown) + legend(
         "std: standard deviation of the scores; H: median row entropy (nats), H mean: mean; "
@@ -161,8 +164,8 @@ and the row is nearly one-hot.
 **What the figure shows.** Left: the spread follows sqrt(d) unscaled (slope 1/2 on
 log-log axes) and stays at 1 scaled. Middle: the median scaled row keeps
 {fmt(average(rows, 'entropy_median', d=d, scaling='sqrt'))} nats at d = {d}, as at every d;
-the median unscaled row has {fmt(average(rows, 'entropy_median', d=d, scaling='none'))}
-nats. Right: at d = {d}, {fmt(average(rows, 'saturated_fraction', d=d, scaling='none'), '%')}
+the median unscaled row has {fmt(average(rows, 'entropy_median', d=d, scaling='unscaled'))}
+nats. Right: at d = {d}, {fmt(average(rows, 'saturated_fraction', d=d, scaling='unscaled'), '%')}
 of the unscaled rows put more than {SATURATED} of their weight on a single key.
 
 **What it means.** Without the scale, a wider model has sharper attention before it has
@@ -179,13 +182,14 @@ def key_numbers(rows) -> KeyNumbers:
     if e1:
         for d in (512, 4096):
             found.add(f"score std at d={d}, unscaled",
-                      average(e1, "score_std", d=d, scaling="none"),
+                      average(e1, "score_std", d=d, scaling="unscaled"),
                       f"sqrt(d) = {math.sqrt(d):.1f}")
         found.add("score std, scaled (all d)", _range(e1, "score_std", scaling="sqrt"), "1")
         found.add("median entropy at d=512, unscaled (nats)",
-                  average(e1, "entropy_median", d=512, scaling="none"), "about 0.02")
+                  average(e1, "entropy_median", d=512, scaling="unscaled"), "about 0.02")
         found.add("saturated rows at d=512, unscaled",
-                  average(e1, "saturated_fraction", d=512, scaling="none"), "more than half", "%")
+                  average(e1, "saturated_fraction", d=512, scaling="unscaled"), "more than half",
+                  "%")
         n = e1[0]["n_keys"]
         found.add("median entropy, scaled (all d, nats)",
                   _range(e1, "entropy_median", scaling="sqrt"),

@@ -27,6 +27,7 @@ from .common import (
     quantiles,
     row_norms,
     scale_for,
+    scaling_names,
     scalings_in,
     softmax_rows,
     tick,
@@ -64,10 +65,11 @@ def gradient_flow(d_values=D_VALUES, scalings=SCALINGS, seeds=(0, 1, 2), n_keys:
     and the upstream gradient dO is standard normal, so dP = dO V^T is the same size at
     every d and only the softmax and the scale change.
 
-    >>> rows = gradient_flow(d_values=(512,), scalings=("sqrt", "none"), seeds=(0,))
+    >>> rows = gradient_flow(d_values=(512,), scalings=("sqrt", "unscaled"), seeds=(0,))
     >>> rows[0]["jacobian_fro_median"] / rows[1]["jacobian_fro_median"] > 10
     True
     """
+    scalings = scaling_names(scalings)  # the old "none" is "unscaled"
     rows = []
     for d in d_values:
         for seed in seeds:
@@ -101,16 +103,16 @@ def table(rows, markdown=False) -> str:
     sc = scalings_in(rows)
     cols = [(f"J {s}", "jacobian_fro_median", s, "g", True) for s in sc]
     cols += [(f"dq {s}", "grad_q_median", s, "g", True) for s in sc]
-    cols += [("dq mean none", "grad_q_mean", "none", "g", True)] if "none" in sc else []
+    cols += [("dq mean unscaled", "grad_q_mean", "unscaled", "g", True)] if "unscaled" in sc else []
     cols += [(f"dk {s}", "grad_k_median", s, "g", True) for s in sc if s != "linear"]
     text = pivot(rows, cols, markdown) + legend(
         "J: median Frobenius norm of the softmax Jacobian of a row; dq, dk: median norm of "
         "a row of the gradient (dq mean: the mean)", markdown)
-    if {"sqrt", "none"} <= set(sc):
+    if {"sqrt", "unscaled"} <= set(sc):
         ratios = []
         for d in sorted({r["d"] for r in rows}):
             a = average(rows, "jacobian_fro_median", True, d=d, scaling="sqrt")
-            b = average(rows, "jacobian_fro_median", True, d=d, scaling="none")
+            b = average(rows, "jacobian_fro_median", True, d=d, scaling="unscaled")
             ratios.append(f"d={d}: {fmt(a / b if b else math.inf, 'x')}")
         text += "\n\nmedian J, scaled over unscaled: " + ", ".join(ratios)
     return text
@@ -181,12 +183,12 @@ n = {n}, and at most 1/2 (two keys tied). Through s = c q.k the chain rule gives
 
 **What the figure shows.** Left: the median Jacobian norm stays at
 {fmt(g(jac, d, 'sqrt'))} for every d when scaled; unscaled it is
-{fmt(g(jac, d, 'sqrt') / g(jac, d, 'none'), 'x')} smaller at d = {d} and
-{fmt(g(jac, big, 'none'))} at d = {big}. Middle and right: the norms of the rows of dq and
+{fmt(g(jac, d, 'sqrt') / g(jac, d, 'unscaled'), 'x')} smaller at d = {d} and
+{fmt(g(jac, big, 'unscaled'))} at d = {big}. Middle and right: the norms of the rows of dq and
 dk. Scaled, they do not depend on d. Unscaled, the median row of dq is
-{fmt(g('grad_q_median', small, 'none') / g('grad_q_median', small, 'sqrt'), 'x')} the
+{fmt(g('grad_q_median', small, 'unscaled') / g('grad_q_median', small, 'sqrt'), 'x')} the
 scaled one at d = {small} and
-{fmt(g('grad_q_median', big, 'none') / g('grad_q_median', big, 'sqrt'), 'x')} of it at
+{fmt(g('grad_q_median', big, 'unscaled') / g('grad_q_median', big, 'sqrt'), 'x')} of it at
 d = {big}, while the mean (dashed) stays above the scaled one at every d.
 
 **Why unscaled gradients are larger at small d, and die at large d.** Two factors meet
@@ -209,15 +211,15 @@ def key_numbers(rows) -> KeyNumbers:
     e2 = pick(rows, experiment=2)
     if e2:
         a = average(e2, "jacobian_fro_median", True, d=512, scaling="sqrt")
-        b = average(e2, "jacobian_fro_median", True, d=512, scaling="none")
+        b = average(e2, "jacobian_fro_median", True, d=512, scaling="unscaled")
         if a and b:
             found.add("median |J| at d=512, scaled / unscaled", a / b, "over 10x (collapse)",
                       "x")
         found.add("median |J| at d=4096, unscaled",
-                  average(e2, "jacobian_fro_median", True, d=4096, scaling="none"),
+                  average(e2, "jacobian_fro_median", True, d=4096, scaling="unscaled"),
                   "far below the scaled 0.09 (near one-hot rows)")
         for d in (16, 4096):
-            a = average(e2, "grad_q_median", True, d=d, scaling="none")
+            a = average(e2, "grad_q_median", True, d=d, scaling="unscaled")
             b = average(e2, "grad_q_median", True, d=d, scaling="sqrt")
             if a and b:
                 found.add(f"median |dq| at d={d}, unscaled / scaled", a / b,

@@ -33,6 +33,7 @@ from .common import (
     draw_qkv,
     make_row,
     scale_for,
+    scaling_names,
     scalings_in,
     tick,
 )
@@ -123,6 +124,7 @@ def step_size_curve(d_values=(16, 64), scalings=SCALINGS, dtypes=("float64", "fl
     >>> 1e-5 < best["h"] < 1e-3 and best["rel_error"] < 1e-9  # (3u)^(1/3) sqrt(64) = 5.5e-5
     True
     """
+    scalings = scaling_names(scalings)  # the old "none" is "unscaled"
     rows = []
     for d in d_values:
         for seed in seeds:
@@ -155,6 +157,7 @@ def gradcheck_pass_rate(d_values=(16,), scalings=SCALINGS, dtypes=("float64", "f
     float32, runs attention there and casts the output back, so the finite differences and
     the backward pass both run in float32, as they would on float32 parameters.
     """
+    scalings = scaling_names(scalings)  # the old "none" is "unscaled"
     rows = []
     for d in d_values:
         for seed in seeds:
@@ -295,7 +298,7 @@ def section(rows) -> str:
     d = 64 if 64 in ds else ds[-1]
     found = []
     for dtype in ("float64", "float32"):
-        for s, name in (("none", "unscaled"), ("sqrt", "scaled")):
+        for s, name in (("unscaled", "unscaled"), ("sqrt", "scaled")):
             best = best_step(rows, d, s, dtype)
             if best:
                 scale = pick(curves, d=d, scaling=s)[0]["scale"]
@@ -343,13 +346,13 @@ def key_numbers(rows) -> KeyNumbers:
     curves = pick(rows, experiment=3, kind="v_curve")
     d = 64 if pick(curves, d=64) else (curves[0]["d"] if curves else None)
     for dtype in ("float64", "float32"):
-        for s in ("none", "sqrt"):
+        for s in ("unscaled", "sqrt"):
             best = best_step(rows, d, s, dtype) if d else None
             if not best:
                 continue
             theory = best_step_theory(dtype, pick(curves, d=d, scaling=s)[0]["scale"])
             found.add(f"best h, {dtype}, d={d}, {s}", best[0],
-                      f"about {theory:.0e}" + (" = (3u)^(1/3)" if s == "none" else
+                      f"about {theory:.0e}" + (" = (3u)^(1/3)" if s == "unscaled" else
                                                " = (3u)^(1/3) sqrt(d)"))
             found.add(f"best error, {dtype}, d={d}, {s}", best[1],
                       f"about {best_error_theory(dtype):.1e} = u^(2/3)")
@@ -365,10 +368,10 @@ EXPERIMENT = Experiment(
     3, "stepsize", "Gradient checks: step size, precision and scaling",
     heading="Gradient checks: step size, precision and scaling",
     parts=[Part(step_size_curve,
-                quick=dict(d_values=(64,), scalings=("sqrt", "none"), seeds=(0,)),
+                quick=dict(d_values=(64,), scalings=("sqrt", "unscaled"), seeds=(0,)),
                 full=dict(d_values=(16, 64), seeds=(0, 1, 2))),
            Part(gradcheck_pass_rate,
-                quick=dict(scalings=("sqrt", "none"), seeds=tuple(range(4))),
+                quick=dict(scalings=("sqrt", "unscaled"), seeds=tuple(range(4))),
                 full=dict(seeds=tuple(range(20))))],
     table=table, figure=figure, figure_file="fig3_gradcheck.png",
     figure_note="Central-difference error against the step h, and how often gradcheck passes",

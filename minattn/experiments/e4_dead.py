@@ -28,6 +28,7 @@ from .common import (
     draw_qkv,
     make_row,
     scale_for,
+    scaling_names,
     scalings_in,
     tick,
 )
@@ -73,10 +74,11 @@ def dead_gradients(d_values=D_VALUES, scalings=SCALINGS, seeds=(0, 1), n_queries
     |n|) is above 1e-4), normwise_error (||a - n|| / ||n|| over all of dq),
     max_entry_error, and the median size of the entries, grad_entry_median.
 
-    >>> rows = dead_gradients(d_values=(1024,), scalings=("sqrt", "none"), seeds=(0,))
+    >>> rows = dead_gradients(d_values=(1024,), scalings=("sqrt", "unscaled"), seeds=(0,))
     >>> rows[0]["bad_entry_fraction"] == 0 < rows[1]["bad_entry_fraction"]
     True
     """
+    scalings = scaling_names(scalings)  # the old "none" is "unscaled"
     rows = []
     for d in d_values:
         for seed in seeds:
@@ -112,7 +114,8 @@ def table(rows, markdown=False) -> str:
     sc = scalings_in(rows)
     cols = [(f"bad {s}", "bad_entry_fraction", s, "%", False) for s in sc]
     cols += [(f"error {s}", "normwise_error", s, "g", True) for s in sc]
-    cols += [("entry none", "grad_entry_median", "none", "g", True)] if "none" in sc else []
+    if "unscaled" in sc:
+        cols += [("entry unscaled", "grad_entry_median", "unscaled", "g", True)]
     return pivot(rows, cols, markdown) + legend(
         "bad: entries of dq with relative error above 1e-4; error: norm-wise relative error "
         "of the whole dq; entry: median size of an entry of dq", markdown)
@@ -172,7 +175,7 @@ def section(rows) -> str:
     low = next((d for d in ds if d >= 256), ds[0])
 
     def bad(d):
-        return fmt(average(rows, "bad_entry_fraction", d=d, scaling="none"), "%")
+        return fmt(average(rows, "bad_entry_fraction", d=d, scaling="unscaled"), "%")
 
     return prose(f"""
 Element by element: every entry q_ie is moved by +-h (h = {h:g}, float64), the forward
@@ -207,10 +210,10 @@ def key_numbers(rows) -> KeyNumbers:
                   largest(e4, "bad_entry_fraction", scaling="sqrt"), "zero", "%")
         for d in (256, 4096):
             found.add(f"bad entries at d={d}, unscaled",
-                      average(e4, "bad_entry_fraction", d=d, scaling="none"),
+                      average(e4, "bad_entry_fraction", d=d, scaling="unscaled"),
                       "about 20%" if d == 256 else "about 75%", "%")
         found.add("normwise error, unscaled (worst d)",
-                  largest(e4, "normwise_error", scaling="none"), "tiny")
+                  largest(e4, "normwise_error", scaling="unscaled"), "tiny")
     return found
 
 

@@ -29,6 +29,7 @@ from .common import (
     make_row,
     quiet_overflow,
     scale_for,
+    scaling_names,
     scalings_in,
     tick,
 )
@@ -68,11 +69,12 @@ def naive_softmax_nans(d_values=D_VALUES, scalings=SCALINGS,
     differs between dtypes is the softmax itself. Rows hold nan_row_fraction (naive),
     nan_row_fraction_stable (max subtracted, always 0) and max_score (the largest score).
 
-    >>> rows = naive_softmax_nans(d_values=(4096,), scalings=("sqrt", "none"),
+    >>> rows = naive_softmax_nans(d_values=(4096,), scalings=("sqrt", "unscaled"),
     ...                           dtypes=("float32",), seeds=(0,))
     >>> [r["nan_row_fraction"] for r in rows]
     [0.0, 1.0]
     """
+    scalings = scaling_names(scalings)  # the old "none" is "unscaled"
     rows = []
     for d in d_values:
         for seed in seeds:
@@ -103,6 +105,7 @@ def flash_agreement(d_values=D_VALUES, scalings=SCALINGS, seeds=(0, 1, 2), n_key
     With 256 keys in blocks of 64, each row's running max is updated and its sums rescaled
     up to four times; the relative error is measured against the largest output entry.
     """
+    scalings = scaling_names(scalings)  # the old "none" is "unscaled"
     rows = []
     for d in d_values:
         for seed in seeds:
@@ -134,7 +137,7 @@ def table(rows, markdown=False) -> str:
     for dtype in ("float32", "float16", "float64"):
         for s in sc:
             if s != "linear" and pick(naive, dtype=dtype, scaling=s) and \
-                    (s == "none" or dtype == "float32"):
+                    (s == "unscaled" or dtype == "float32"):
                 cols.append((f"NaN {dtype.replace('float', 'f')} {s}", "nan_row_fraction", s,
                              "%", False, dict(kind="naive_softmax", dtype=dtype)))
     flash = pick(rows, experiment=5, kind="flash")
@@ -152,7 +155,7 @@ def table(rows, markdown=False) -> str:
             line.append(fmt(value, style))
         body.append(line)
     text = format_table(["d"] + [c[0] for c in cols], body, markdown) + legend(
-        "NaN f32 none: fraction of rows with NaN from a softmax without max subtraction, in "
+        "NaN f32 unscaled: fraction of rows with NaN from a softmax without max subtraction, in "
         "float32, unscaled (f16, f64: float16, float64); flash: largest difference between "
         "flash and dense attention in float64, relative to the largest output", markdown)
     stable = [r["nan_row_fraction_stable"] for r in naive]
@@ -171,9 +174,9 @@ def figure(plt, rows):
     ax = axes[0]
     styles = {"float16": ":", "float32": "-", "float64": "--"}
     for dtype in ("float16", "float32", "float64"):
-        if any(r["dtype"] == dtype and r["scaling"] == "none" for r in naive):
-            xs, ys = series(naive, "none", "nan_row_fraction", dtype=dtype)
-            plot_line(ax, xs, ys, "none", label=f"unscaled, {dtype}", ls=styles[dtype],
+        if any(r["dtype"] == dtype and r["scaling"] == "unscaled" for r in naive):
+            xs, ys = series(naive, "unscaled", "nan_row_fraction", dtype=dtype)
+            plot_line(ax, xs, ys, "unscaled", label=f"unscaled, {dtype}", ls=styles[dtype],
                       lw=2.2 if dtype == "float32" else 1.2)
     for s in ("sqrt", "linear"):
         if any(r["scaling"] == s for r in naive):
@@ -210,11 +213,11 @@ def section(rows) -> str:
     ds = sorted({r["d"] for r in naive})
 
     def first(dtype):
-        return next((d for d in ds if (average(naive, "nan_row_fraction", d=d, scaling="none",
+        return next((d for d in ds if (average(naive, "nan_row_fraction", d=d, scaling="unscaled",
                                                dtype=dtype) or 0) > 0), None)
 
     worst = max((r["flash_max_error"] for r in flash), default=None)
-    at_big = average(naive, "nan_row_fraction", d=ds[-1], scaling="none", dtype="float32")
+    at_big = average(naive, "nan_row_fraction", d=ds[-1], scaling="unscaled", dtype="float32")
     return prose(f"""
 softmax(s) = exp(s) / sum exp(s) does not change when the row max is subtracted from every
 score, but without it exp overflows to inf beyond about 11 in float16, 88 in float32 and
@@ -240,10 +243,10 @@ def key_numbers(rows) -> KeyNumbers:
     if e5:
         found.add("NaN rows, float32, d=4096, unscaled",
                   average(e5, "nan_row_fraction", kind="naive_softmax", dtype="float32", d=4096,
-                          scaling="none"), "all", "%")
+                          scaling="unscaled"), "all", "%")
         found.add("NaN rows, float32, scaled (worst d)",
                   largest(e5, "nan_row_fraction", kind="naive_softmax", dtype="float32",
-                          scaling="sqrt"), "none", "%")
+                          scaling="sqrt"), "unscaled", "%")
         found.add("flash vs dense, float64 (worst case)",
                   largest(e5, "flash_max_error", kind="flash"), "below 1e-14")
     return found

@@ -35,6 +35,7 @@ from .common import (
     make_row,
     quiet_overflow,
     scale_for,
+    scaling_names,
     scalings_in,
     tick,
 )
@@ -126,7 +127,7 @@ def sensitivity(final_losses, initial_loss: float) -> float:
     return float(np.mean(capped) - min(capped))
 
 
-def lr_sensitivity(d_values=(64, 512), scalings=("sqrt", "none"), optimizers=("sgd", "adam"),
+def lr_sensitivity(d_values=(64, 512), scalings=("sqrt", "unscaled"), optimizers=("sgd", "adam"),
                    seeds=(0, 1, 2, 3, 4), learning_rates=LEARNING_RATES, steps: int = 200,
                    batch: int = 32, n_pairs: int = 8, n_symbols: int = 16, init_std: float = 1.0,
                    dtype: str = "float32", device: str = "cpu", progress=None) -> list[dict]:
@@ -137,6 +138,7 @@ def lr_sensitivity(d_values=(64, 512), scalings=("sqrt", "none"), optimizers=("s
 
     >>> rows = lr_sensitivity(d_values=(64,), optimizers=("adam",), seeds=(0,), steps=50)
     """
+    scalings = scaling_names(scalings)  # the old "none" is "unscaled"
     rows = []
     for d in d_values:
         for seed in seeds:
@@ -169,7 +171,7 @@ def sensitivity_ratio(rows, d: int, optimizer: str) -> float | None:
     scaled = average(rows, "lr_sensitivity", experiment=6, kind="sweep", d=d,
                      optimizer=optimizer, scaling="sqrt")
     unscaled = average(rows, "lr_sensitivity", experiment=6, kind="sweep", d=d,
-                       optimizer=optimizer, scaling="none")
+                       optimizer=optimizer, scaling="unscaled")
     if scaled is None or unscaled is None:
         return None
     return unscaled / scaled if scaled > 0 else math.inf
@@ -184,18 +186,19 @@ def table(rows, markdown=False) -> str:
             if not pick(sweeps, d=d, optimizer=opt):
                 continue
             line = [str(d), "SGD" if opt == "sgd" else "Adam"]
-            for s in ("sqrt", "none"):
+            for s in ("sqrt", "unscaled"):
                 line.append(fmt(average(sweeps, "lr_sensitivity", d=d, optimizer=opt,
                                         scaling=s)))
             line.append(fmt(sensitivity_ratio(rows, d, opt), "x"))
-            for s in ("sqrt", "none"):
+            for s in ("sqrt", "unscaled"):
                 line.append(fmt(average(sweeps, "best_loss", d=d, optimizer=opt, scaling=s)))
-            for s in ("sqrt", "none"):
+            for s in ("sqrt", "unscaled"):
                 line.append(fmt(average(sweeps, "trained_fraction", d=d, optimizer=opt,
                                         scaling=s), "%"))
             body.append(line)
-    return format_table(["d", "optimizer", "sens sqrt", "sens none", "none/sqrt", "best sqrt",
-                         "best none", "train sqrt", "train none"], body, markdown) + legend(
+    headers = ["d", "optimizer", "sens sqrt", "sens unscaled", "unscaled/sqrt", "best sqrt",
+               "best unscaled", "train sqrt", "train unscaled"]
+    return format_table(headers, body, markdown) + legend(
         "sens: learning-rate sensitivity (Wortsman et al. 2023), mean over seeds; best: best "
         "final loss of the sweep; train: learning rates whose final loss is below 0.1",
         markdown)
@@ -258,16 +261,16 @@ def section(rows) -> str:
                 continue
             name = "SGD" if opt == "sgd" else "Adam"
             best = {s: average(sweeps, "best_loss", d=d, optimizer=opt, scaling=s)
-                    for s in ("sqrt", "none")}
+                    for s in ("sqrt", "unscaled")}
             trained = {s: average(sweeps, "trained_fraction", d=d, optimizer=opt, scaling=s)
-                       for s in ("sqrt", "none")}
+                       for s in ("sqrt", "unscaled")}
             findings.append(f"d = {d} with {name}: sensitivity {fmt(ratio, 'x')} the scaled "
                             f"one; {fmt(trained['sqrt'], '%')} of the learning rates train the "
-                            f"scaled head, {fmt(trained['none'], '%')} the unscaled one (best "
-                            f"loss {fmt(best['sqrt'])} against {fmt(best['none'])})")
-            if best["none"] <= best["sqrt"] + TRAINED:
+                            f"scaled head, {fmt(trained['unscaled'], '%')} the unscaled one (best "
+                            f"loss {fmt(best['sqrt'])} against {fmt(best['unscaled'])})")
+            if best["unscaled"] <= best["sqrt"] + TRAINED:
                 close.append(f"d = {d} with {name}")
-            if trained["none"] == 0:
+            if trained["unscaled"] == 0:
                 never.append(f"d = {d} with {name}")
     verdict = []
     if close:

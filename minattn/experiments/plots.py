@@ -14,8 +14,8 @@ import numpy as np
 
 from .common import SCALING_LABELS
 
-COLORS = {"sqrt": "#1f6fb4", "none": "#d62728", "linear": "#8c8c8c"}
-MARKERS = {"sqrt": "o", "none": "s", "linear": "^"}
+COLORS = {"sqrt": "#1f6fb4", "unscaled": "#d62728", "linear": "#8c8c8c"}
+MARKERS = {"sqrt": "o", "unscaled": "s", "linear": "^"}
 STYLE = {"font.size": 9.5, "axes.titlesize": 10.5, "axes.labelsize": 9.5, "legend.fontsize": 8.5,
          "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False,
          "axes.spines.right": False, "figure.constrained_layout.use": True}

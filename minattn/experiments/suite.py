@@ -11,6 +11,7 @@ import platform
 import time
 
 from . import e1_spread, e2_gradients, e3_stepsize, e4_dead, e5_overflow, e6_training, plots
+from .common import upgrade_rows
 from .tables import format_table, pick, prose
 
 EXPERIMENTS = [e1_spread.EXPERIMENT, e2_gradients.EXPERIMENT, e3_stepsize.EXPERIMENT,
@@ -20,11 +21,12 @@ TABLES = {e.number: e.table for e in EXPERIMENTS}
 
 
 def terminal_table(number: int, rows) -> str:
-    return TABLES[number](rows, markdown=False)
+    return TABLES[number](upgrade_rows(rows), markdown=False)
 
 
 def key_numbers(rows) -> list[tuple[str, str, str]]:
     """(what, measured, expected) for the claims of the issue that these rows can check."""
+    rows = upgrade_rows(rows)
     return [found for e in EXPERIMENTS for found in e.key_numbers(rows)]
 
 
@@ -43,6 +45,7 @@ def make_figures(rows: list[dict], folder, say=print) -> dict[int, str]:
     import matplotlib.pyplot as plt
 
     drawn = {}
+    rows = upgrade_rows(rows)
     for experiment in EXPERIMENTS:
         mine = [r for r in rows if r["experiment"] == experiment.number]
         if not mine:
@@ -80,7 +83,7 @@ into weights p = softmax(s), and returns the weighted sum of the values. The exp
 compare three choices of the factor c, for q and k of dimension d from 16 to 4096:"""), "",
              "| scaling (in results.json) | c | |", "|---|---|---|",
              "| `sqrt` | 1/sqrt(d) | the standard (Vaswani et al. 2017) |",
-             "| `none` | 1 | unscaled |", "| `linear` | 1/d | scaled too much |", "",
+             "| `unscaled` | 1 | no scale |", "| `linear` | 1/d | scaled too much |", "",
              prose("""
 The entries of q and k are independent, with mean 0 and variance 1: what a layer norm
 followed by a variance-preserving projection gives at initialization. Every number is an
@@ -100,6 +103,7 @@ def _key_numbers(rows) -> str:
 
 def markdown_report(rows, figures: dict, config: dict, timings: dict) -> str:
     """The whole report.md, for the experiments present in rows."""
+    rows = upgrade_rows(rows)  # rows saved by an earlier minattn may say "none"
     parts = [_setup(config, timings)]
     key = _key_numbers(rows)
     if key:
@@ -128,7 +132,7 @@ def _reproduce(config) -> str:
         "    minattn scaling --resume       # continue an interrupted run",
     ]) + "\n\n" + prose("""
 `results.json` is a list of rows, one per measurement, with `experiment` (1 to 6), `d`,
-`scaling` (`sqrt`, `none`, `linear`), `dtype`, `seed` and the metrics (`score_std`,
+`scaling` (`sqrt`, `unscaled`, `linear`), `dtype`, `seed` and the metrics (`score_std`,
 `entropy_mean`, `entropy_median`, `max_weight_mean`, `saturated_fraction`,
 `jacobian_fro_median`, `grad_q_median`, `grad_q_mean`, `grad_k_median`, `h`, `rel_error`,
 `bad_entry_fraction`, `nan_row_fraction`, `lr_sensitivity`, ...). The same rows come from

@@ -16,6 +16,7 @@ import sys
 import time
 
 from ..experiments import BY_NUMBER, EXPERIMENTS, make_figures, markdown_report, terminal_table
+from ..experiments.common import upgrade_rows
 from .options import DEVICES, check_device, comma_list, out_folder
 from .runs import FolderError, RunFolder, RunLock, write_atomic, write_json
 
@@ -122,7 +123,9 @@ def run(args) -> int:
 
 def _run(args, numbers, quick, config, folder) -> int:
     todo = [BY_NUMBER[n] for n in numbers]
-    done = {n: folder.load(n) for n in folder.finished()}
+    # Rows saved by an earlier minattn may call c = 1 "none": read as "unscaled" (the
+    # checkpoint files themselves are not rewritten).
+    done = {n: upgrade_rows(folder.load(n)) for n in folder.finished()}
     total = sum(e.units(quick) for e in todo if e.number not in done)
     # A bar only on a terminal: in a log, the \r redraws would be noise.
     progress = Progress(total, enabled=not args.no_progress and sys.stderr.isatty())
