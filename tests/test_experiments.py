@@ -1,13 +1,19 @@
 """The scaling experiments at small sizes: each one against the theory it illustrates."""
 
+import json
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import minattn.experiments as ex
-from minattn.experiments import e3_stepsize, e6_training
+from minattn.experiments import e3_stepsize, e6_training, suite
 from minattn.experiments.common import draw_qkv, softmax_rows
+from minattn.kernels import numba_math
 
 
 def by(rows, **match):
@@ -255,3 +261,36 @@ def test_old_rows_that_say_none_still_make_tables_and_reports():
 
     assert report(old) == report(new)
     assert old == saved  # the rows read are never changed
+
+
+# -- the same rows on every run ------------------------------------------------------------
+
+# One process: compile (or load) numba's row kernels as any earlier experiment would, then
+# compute experiments 3 and 4 at their --quick settings and print their rows.
+ROWS_OF_3_AND_4 = """
+import json, numpy as np
+from minattn.kernels import numba_rows
+from minattn.experiments import suite
+numba_rows.softmax_backward(numba_rows.softmax_forward(np.ones((4, 8))), np.ones((4, 8)))
+print(json.dumps([r for n in (3, 4) for r in suite.BY_NUMBER[n].run(quick=True)]))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not numba_math.available(), reason="numba is not installed: no compiled "
+                    "kernels whose cache could change the results")
+def test_gradient_checks_give_the_same_bits_with_a_cold_and_a_warm_numba_cache(tmp_path):
+    cache = tmp_path / "numba_cache"  # fresh: the first process compiles, the second loads
+    root = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache), MINATTN_KERNELS="fast",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])))
+    runs = []
+    for _ in range(2):
+        done = subprocess.run([sys.executable, "-c", ROWS_OF_3_AND_4], env=env, cwd=root,
+                              capture_output=True, text=True, check=True)
+        runs.append(json.loads(done.stdout.splitlines()[-1]))
+        assert any(cache.rglob("*.nbi"))  # the kernels were written to (then read from) disk
+    cold, warm = runs
+    assert {r["experiment"] for r in cold} == {3, 4}
+    assert cold == warm  # every row, to the last bit
+    assert suite.BY_NUMBER[3].kernels() == suite.BY_NUMBER[4].kernels() == "numpy"

@@ -10,6 +10,7 @@ draws. The arrays then move to the device, where the math runs through ``xp``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import math
 import warnings
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import backend
+from .. import backend, kernels
 
 SCALINGS = ("sqrt", "unscaled", "linear")  # c = 1/sqrt(d), c = 1, c = 1/d
 D_VALUES = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
@@ -64,6 +65,29 @@ def scale_for(scaling: str, d: int) -> float:
     if scaling == "linear":
         return 1 / d
     raise ValueError(f"unknown scaling {scaling!r}: expected one of {SCALINGS}")
+
+
+PLAIN_KERNELS_WHY = (
+    "numba's row softmax and its backward (the fast CPU kernels) round the last bit of some "
+    "float64 results differently when freshly compiled and when loaded from numba's on-disk "
+    "cache, so a gradient check about the last bits would differ between a first run and the "
+    "next; the plain NumPy twins give the same bits on every run")
+
+
+def plain_kernels() -> str:
+    """The kernels for an experiment whose rows must come out bit for bit the same on every
+    run: the NumPy twins ("numpy"), or the plain reference when that is already in use."""
+    return "reference" if kernels.mode() == "reference" else "numpy"
+
+
+def on_plain_kernels(fn):
+    """fn, run with ``kernels.use(plain_kernels())``: its rows are the same on every run."""
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        with kernels.use(plain_kernels()):
+            return fn(*args, **kwargs)
+
+    return run
 
 
 def generator(experiment: int, d: int, seed: int) -> np.random.Generator:
@@ -208,12 +232,18 @@ class Experiment:
     figure_note: str  # the figure's alt text in report.md
     section: object
     key_numbers: object
+    plain_kernels_why: str = ""  # why it runs on the NumPy twins (plain_kernels); "": as set
+
+    def kernels(self) -> str:
+        """The kernels its rows are computed with: "fast", "numpy" or "reference"."""
+        return plain_kernels() if self.plain_kernels_why else kernels.mode()
 
     def units(self, quick: bool) -> int:
         return sum(part.units(quick) for part in self.parts)
 
     def run(self, quick: bool, device: str = "cpu", progress=None) -> list[dict]:
         rows = []
-        for part in self.parts:
-            rows += part.fn(**part.params(quick), device=device, progress=progress)
+        with kernels.use(self.kernels()):
+            for part in self.parts:
+                rows += part.fn(**part.params(quick), device=device, progress=progress)
         return rows

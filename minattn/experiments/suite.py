@@ -61,6 +61,30 @@ def make_figures(rows: list[dict], folder, say=print) -> dict[int, str]:
 # -- report.md: the opening, the key numbers, one section per experiment --------------------------
 
 
+def _kernels(config) -> str:
+    """Which kernels computed which experiment, and why some ran on the plain NumPy twins."""
+    numbers = config.get("experiments") or [e.number for e in EXPERIMENTS]
+    used = config.get("kernels") or {str(n): BY_NUMBER[n].kernels() for n in numbers}
+    groups = {}
+    for n in numbers:
+        groups.setdefault(used.get(str(n), "fast"), []).append(n)
+    names = {"fast": "the fast kernels (`fast`: numba where it pays off)",
+             "numpy": "the plain NumPy twins (`numpy`)",
+             "reference": "the plain reference code (`reference`)"}
+    said = "; ".join(f"experiment{'s' if len(ns) > 1 else ''} {_and(ns)} on {names[k]}"
+                     for k, ns in groups.items())
+    plain = [n for n in numbers if BY_NUMBER[n].plain_kernels_why]
+    why = (f" Experiment{'s' if len(plain) > 1 else ''} {_and(plain)} always "
+           f"run{'' if len(plain) > 1 else 's'} on plain kernels: "
+           f"{BY_NUMBER[plain[0]].plain_kernels_why}." if plain else "")
+    return f"Kernels (`minattn.kernels.use`): {said}.{why}"
+
+
+def _and(numbers) -> str:
+    words = [str(n) for n in numbers]
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
 def _setup(config, timings) -> str:
     import numpy
 
@@ -88,7 +112,8 @@ compare three choices of the factor c, for q and k of dimension d from 16 to 409
 The entries of q and k are independent, with mean 0 and variance 1: what a layer norm
 followed by a variance-preserving projection gives at initialization. Every number is an
 average over seeds; `results.json` holds every measurement, each one reproducible from its
-seed. Medians and percentiles are taken over the rows (queries) of an attention matrix.""")]
+seed. Medians and percentiles are taken over the rows (queries) of an attention matrix."""),
+             "", _kernels(config)]
     return "\n".join(text)
 
 

@@ -114,7 +114,12 @@ class Progress:
 def run(args) -> int:
     numbers = _chosen(args)
     quick = bool(args.quick)
-    config = {"quick": quick, "experiments": numbers, "device": args.device}
+    # Which kernels compute each experiment's rows (kernels.use), and why some run on the
+    # plain NumPy twins: a resumed run must use the same ones.
+    config = {"quick": quick, "experiments": numbers, "device": args.device,
+              "kernels": {str(n): BY_NUMBER[n].kernels() for n in numbers},
+              "plain_kernels_why": {str(n): BY_NUMBER[n].plain_kernels_why for n in numbers
+                                    if BY_NUMBER[n].plain_kernels_why}}
     check_device(args.device)  # these raise UsageError, before any work
     with RunLock(args.out):
         folder = RunFolder(args.out, config, resume=args.resume)
