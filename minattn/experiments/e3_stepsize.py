@@ -46,7 +46,7 @@ from .common import (
 from .plots import COLORS, gmean, group_by, plot_line
 from .tables import KeyNumbers, fmt, format_table, pick, prose
 
-H_VALUES = tuple(float(10 ** (-e / 2)) for e in range(2, 21))  # 1e-1, 3.2e-2, ..., 1e-10
+H_VALUES = tuple(float(10 ** (-e / 2)) for e in range(-2, 21))  # 10, 3.2, 1, ..., 1e-10
 UNIT_ROUNDOFF = {"float64": 2.0**-53, "float32": 2.0**-24, "float16": 2.0**-11}
 TORCH_TOLERANCES = {"eps": 1e-6, "atol": 1e-5, "rtol": 1e-3}  # torch.autograd.gradcheck's
 CHUNK = 1024  # perturbed copies per forward call, to bound memory

@@ -52,7 +52,7 @@ def make_figures(rows: list[dict], folder, say=print) -> dict[int, str]:
             continue
         with plt.rc_context(plots.STYLE):
             fig = experiment.figure(plt, mine)
-            fig.savefig(f"{folder}/{experiment.figure_file}", dpi=110)
+            fig.savefig(f"{folder}/{experiment.figure_file}", dpi=plots.DPI)
             plt.close(fig)
         drawn[experiment.number] = experiment.figure_file
     return drawn

@@ -107,3 +107,50 @@ class KeyNumbers(list):
         """Add a claim, its value formatted; a value the rows do not hold (None) is left out."""
         if value is not None:
             self.append((what, value if isinstance(value, str) else fmt(value, style), expected))
+
+
+# -- words chosen from the numbers ----------------------------------------------------------------
+
+
+def times(a, b, same: float = 1.25) -> str:
+    """How a compares with b, in words: "3.2 times larger than", "35 times smaller than", or
+    "about as large as" when they are within a factor ``same`` of each other."""
+    if a is None or b is None or b == 0:
+        return "not comparable with"
+    ratio = a / b
+    if 1 / same <= ratio <= same:
+        return "about as large as"
+    if ratio > 1:
+        return f"{fmt(ratio)} times larger than"
+    return f"{fmt(1 / ratio)} times smaller than" if ratio > 0 else "zero, unlike"
+
+
+def above(a, b, words=("above", "below", "at")) -> str:
+    """"above", "below" or "at": where a is against b."""
+    return words[0] if a > b else words[1] if a < b else words[2]
+
+
+def span(values, style: str = "g") -> str:
+    """"x" when the values round to the same number, else "x to y" (smallest to largest)."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    low, high = fmt(min(values), style), fmt(max(values), style)
+    return low if low == high else f"{low} to {high}"
+
+
+def slope(xs, ys) -> float | None:
+    """The least-squares slope of log(ys) against log(xs) (None with fewer than 2 points)."""
+    pairs = [(x, y) for x, y in zip(xs, ys) if x and y and x > 0 and y > 0]
+    if len(pairs) < 2:
+        return None
+    lx, ly = np.log([p[0] for p in pairs]), np.log([p[1] for p in pairs])
+    return float(np.polyfit(lx, ly, 1)[0])
+
+
+def listing(words) -> str:
+    """"a", "a and b", "a, b and c"."""
+    words = [str(w) for w in words]
+    if not words:
+        return ""
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
