@@ -44,7 +44,7 @@ from .common import (
     tick,
 )
 from .plots import COLORS, gmean, group_by, plot_line
-from .tables import KeyNumbers, fmt, format_table, pick, prose
+from .tables import KeyNumbers, above, fmt, format_table, pick, prose, slope
 
 H_VALUES = tuple(float(10 ** (-e / 2)) for e in range(-2, 21))  # 10, 3.2, 1, ..., 1e-10
 UNIT_ROUNDOFF = {"float64": 2.0**-53, "float32": 2.0**-24, "float16": 2.0**-11}
@@ -239,42 +239,63 @@ def table(rows, markdown=False) -> str:
     return text
 
 
+def _curve(rows, d, s, dtype):
+    """(hs, geometric mean, min, max) of the error over seeds, at every h."""
+    picked = [r for r in rows if r.get("kind") == "v_curve" and r["d"] == d
+              and r["scaling"] == s and r["dtype"] == dtype]
+    groups = group_by(picked, "h")
+    hs = np.array(sorted(k[0] for k in groups))
+    errs = [[r["rel_error"] for r in groups[(h,)]] for h in hs]
+    return (hs, np.array([gmean(e) for e in errs]), np.array([min(e) for e in errs]),
+            np.array([max(e) for e in errs]))
+
+
+def branch_slopes(rows, d, s, dtype) -> tuple[float | None, float | None]:
+    """Measured slopes of log error against log h: truncation (h from 10 times the best step
+    up to where the error passes 1e-2) and round-off (h below a tenth of the best step)."""
+    best = best_step(rows, d, s, dtype)
+    if best is None:
+        return None, None
+    hs, mid, _, _ = _curve(rows, d, s, dtype)
+    left = [(h, e) for h, e in zip(hs, mid) if h >= 10 * best[0] and e < 1e-2]
+    right = [(h, e) for h, e in zip(hs, mid) if h <= best[0] / 10]
+    return (slope(*zip(*left)) if len(left) > 1 else None,
+            slope(*zip(*right)) if len(right) > 1 else None)
+
+
 def figure(plt, rows):
-    """The V of the error against h, per dtype, and the gradcheck pass rates."""
+    """The V of the error against h, per dtype, and the gradcheck pass rates, stacked."""
     curves = [r for r in rows if r.get("kind") == "v_curve"]
     checks = [r for r in rows if r.get("kind") == "gradcheck"]
     dtypes = [t for t in ("float64", "float32") if any(r["dtype"] == t for r in curves)]
-    fig, axes = plt.subplots(1, len(dtypes) + 1, figsize=(4.4 * (len(dtypes) + 1), 3.9))
+    fig, axes = plt.subplots(len(dtypes) + 1, 1, figsize=(6.4, 3.6 * (len(dtypes) + 1)))
     ds = sorted({r["d"] for r in curves})
     d = 64 if 64 in ds else ds[-1]
-    for ax, dtype in zip(axes, dtypes):
+    for ax, dtype, letter in zip(axes, dtypes, "abc"):
         for s in scalings_in(curves):
-            picked = [r for r in curves
-                      if r["d"] == d and r["scaling"] == s and r["dtype"] == dtype]
-            groups = group_by(picked, "h")
-            hs = np.array(sorted(k[0] for k in groups))
-            errs = [[r["rel_error"] for r in groups[(h,)]] for h in hs]
-            mid = np.array([gmean(e) for e in errs])
-            lo = np.array([min(e) for e in errs])
-            hi = np.array([max(e) for e in errs])
+            hs, mid, lo, hi = _curve(rows, d, s, dtype)
             plot_line(ax, hs, mid, s)
             ax.fill_between(hs, np.maximum(lo, 1e-17), hi, color=COLORS[s], alpha=0.12, lw=0)
-        e_best = best_error_theory(dtype)
+            h_best, e_best = best_step(rows, d, s, dtype)
+            ax.plot([h_best], [e_best], marker="*", ms=15, color=COLORS[s], mec="k", ls="none",
+                    zorder=5)
         for s in scalings_in(curves):
-            h_best = best_step_theory(dtype, scale_for(s, d))
-            if 1e-10 <= h_best <= 0.1:
-                ax.axvline(h_best, color=COLORS[s], ls=":", lw=1.2)
-        ax.axhline(e_best, color="k", ls="--", lw=0.8)
-        ax.text(1e-10, e_best * 1.5, f"u^(2/3) = {e_best:.0e}", fontsize=8, ha="right")
+            ax.axvline(best_step_theory(dtype, scale_for(s, d)), color=COLORS[s], ls=":",
+                       lw=1.6, zorder=4)
+        e_theory = best_error_theory(dtype)
+        ax.axhline(e_theory, color="k", ls="--", lw=1, zorder=4)
+        ax.text(min(H_VALUES), e_theory * 1.6, f"u^(2/3) = {e_theory:.0e}", fontsize=9,
+                ha="right")
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_ylim(top=3)
-        ax.invert_xaxis()
+        ax.set_ylim(top=30)
+        ax.set_xlim(max(H_VALUES) * 2, min(H_VALUES) / 2)  # inverted: smaller h to the right
         ax.set_xlabel("finite-difference step h (smaller to the right)")
-        ax.set_ylabel("||numerical - analytical|| / ||analytical||")
-        ax.set_title(f"{dtype}: truncation (left) meets round-off (right)\n"
-                     f"d = {d}; dotted: theory (3u)^(1/3) / c")
-        ax.legend(title="scale c", loc="upper center" if dtype == "float64" else "center right")
+        ax.set_ylabel("||num. - anal.|| / ||anal.||")
+        ax.set_title(f"({letter}) {dtype}, d = {d}: truncation (left) meets round-off (right)\n"
+                     "star: best measured h; dotted: theory (3u)^(1/3) / c")
+        if letter == "a":  # (c) repeats the colours; in (b) a legend would hide the V
+            ax.legend(title="scale c", loc="upper center")
 
     ax = axes[-1]
     scalings = scalings_in(checks)
@@ -286,16 +307,17 @@ def figure(plt, rows):
         pos = np.arange(len(check_dtypes)) + (j - (len(scalings) - 1) / 2) * width
         ax.bar(pos, rates, width, color=COLORS[s], label=SCALING_LABELS[s])
         for x, rate in zip(pos, rates):
-            ax.text(x, rate + 0.02, f"{rate:.0%}", ha="center", fontsize=8)
+            ax.text(x, rate + 0.02, f"{rate:.0%}", ha="center", fontsize=9)
     seeds = len({r["seed"] for r in checks})
     ax.set_xticks(range(len(check_dtypes)))
     ax.set_xticklabels(check_dtypes)
-    ax.set_ylim(0, 1.12)
+    ax.set_xlabel("dtype the function and its backward run in")
+    ax.set_ylim(0, 1.15)
     ax.set_ylabel(f"fraction of {seeds} seeds that pass")
     d_checks = ",".join(str(x) for x in sorted({r["d"] for r in checks}))
-    ax.set_title(f"ma.gradcheck, PyTorch's tolerances, d = {d_checks}\n"
-                 "(eps 1e-6, atol 1e-5, rtol 1e-3)")
-    ax.legend(loc="upper right", fontsize=7.5)
+    ax.set_title(f"({'abc'[len(dtypes)]}) ma.gradcheck with PyTorch's tolerances, d = "
+                 f"{d_checks}\n(eps 1e-6, atol 1e-5, rtol 1e-3)")
+    ax.legend(loc="upper right")
     return fig
 
 
@@ -304,48 +326,90 @@ def section(rows) -> str:
     curves = pick(rows, kind="v_curve")
     ds = sorted({r["d"] for r in curves})
     d = 64 if 64 in ds else ds[-1]
-    found = []
-    for dtype in ("float64", "float32"):
-        for s, name in (("unscaled", "unscaled"), ("sqrt", "scaled")):
+    sc = scalings_in(curves)
+    names = {"sqrt": "scaled", "unscaled": "unscaled", "linear": "c = 1/d"}
+    u = {t: UNIT_ROUNDOFF[t] for t in ("float64", "float32")}
+    h_th = {t: best_step_theory(t) for t in u}
+    e_th = {t: best_error_theory(t) for t in u}
+    panels = []
+    for dtype in ("float64", "float32"):  # panels (a) and (b), as in the figure
+        found, edge, branches = [], [], []
+        for s in sc:
             best = best_step(rows, d, s, dtype)
-            if best:
-                scale = pick(curves, d=d, scaling=s)[0]["scale"]
-                found.append(f"{dtype} {name}: best h {fmt(best[0])} (theory "
-                             f"{best_step_theory(dtype, scale):.1e}), error "
-                             f"{fmt(best[1])}")
+            if not best:
+                continue
+            scale = pick(curves, d=d, scaling=s)[0]["scale"]
+            found.append(f"{names[s]}, best h {fmt(best[0])} (theory "
+                         f"{best_step_theory(dtype, scale):.1e}), error {fmt(best[1])}")
+            hs = sorted({r["h"] for r in pick(curves, d=d, scaling=s, dtype=dtype)})
+            if best[0] in (hs[0], hs[-1]):
+                edge.append(names[s])
+            left, right = branch_slopes(rows, d, s, dtype)
+            if left is not None and right is not None:
+                branches.append(f"{names[s]} {left:.1f} and {right:.1f}")
+        if not found:
+            continue
+        text = f"({'abc'[len(panels)]}) {dtype}: " + "; ".join(found) + "."
+        if branches:
+            text += (" Measured slopes of the truncation and round-off branches: "
+                     + ", ".join(branches) + " (theory 2 and -1).")
+        if edge:
+            text += (f" The best h of {', '.join(edge)} is at the edge of the sweep: the true "
+                     "bottom may lie beyond it.")
+        panels.append(text)
+    compare = []
+    if {"sqrt", "unscaled"} <= set(sc):
+        for dtype in ("float64", "float32"):
+            hb = {s: best_step(rows, d, s, dtype) for s in ("sqrt", "unscaled")}
+            if not all(hb.values()):
+                continue
+            where = above(hb["unscaled"][0], hb["sqrt"][0], ("a larger", "a smaller", "the same"))
+            height = above(hb["unscaled"][1], hb["sqrt"][1], ("higher", "lower", "as high"))
+            compare.append(f"in {dtype} the unscaled bottom sits at {where} h (the scaled "
+                           f"one's times {fmt(hb['unscaled'][0] / hb['sqrt'][0])}) and "
+                           f"{height} (error times {fmt(hb['unscaled'][1] / hb['sqrt'][1])})")
+    compare_text = ("Comparing the two: " + "; ".join(compare) + ".") if compare else ""
     checks = pick(rows, kind="gradcheck")
     check_text = ""
     if checks:
         rate = {t: (sum(r["passed"] for r in pick(checks, dtype=t)), len(pick(checks, dtype=t)))
                 for t in ("float64", "float32")}
         d_checks = ", ".join(str(x) for x in sorted({r["d"] for r in checks}))
+        eps = TORCH_TOLERANCES["eps"]
+        if rate["float64"][0] == rate["float64"][1] and rate["float32"][0] < rate["float32"][1]:
+            verdict = ("Gradient checks belong in float64, which is why `ma.gradcheck` casts its "
+                       "inputs to float64 (here the checked function casts them back to float32 "
+                       "inside, to show what happens otherwise).")
+        else:
+            verdict = ("Here not every float64 check passes, or float32 passes as often: look "
+                       "at the seeds before trusting either.")
         check_text = f"""
 
-**ma.gradcheck with PyTorch's default tolerances** (eps = 1e-6, atol = 1e-5, rtol =
-1e-3) passes {rate['float64'][0]} of {rate['float64'][1]} checks in float64 and
-{rate['float32'][0]} of {rate['float32'][1]} in float32 (every scaling, d = {d_checks}).
-In float32 the round-off alone is about u/h = 6e-8 / 1e-6, 6% of the derivative. Gradient
-checks belong in float64, which is why `ma.gradcheck` casts its inputs to float64 (here
-the checked function casts them back to float32 inside, to show what happens otherwise)."""
+({'abc'[len(panels)]}) **ma.gradcheck with PyTorch's default tolerances** (eps = {eps:g},
+atol = {TORCH_TOLERANCES['atol']:g}, rtol = {TORCH_TOLERANCES['rtol']:g}) passes
+{rate['float64'][0]} of {rate['float64'][1]} checks in float64 and {rate['float32'][0]} of
+{rate['float32'][1]} in float32 (every scaling, d = {d_checks}). In float32 the round-off
+alone is about u/h = {u['float32']:.0e} / {eps:g}, {fmt(u['float32'] / eps, '%')} of the
+derivative, far above rtol. {verdict}"""
     return prose(f"""
 Every entry of q, k and v is moved by +h and by -h in turn, the forward pass is rerun in
 the same dtype, and (f(x + h) - f(x - h)) / 2h is compared with the hand-written backward.
 The error is ||numerical - analytical|| / ||analytical||, over the three gradients.
 
 **Theory.** A central difference makes two errors: truncation, about h^2 f'''/6, which
-shrinks with h, and round-off, about u f / h (u the unit round-off: 1.1e-16 in float64,
-6e-8 in float32), which grows as h shrinks. On log-log axes their sum is a V, with its
-bottom near h = (3u)^(1/3) and an error near u^(2/3) (Nocedal & Wright, section 8.1):
-7e-6 and 2e-11 in float64, 6e-3 and 1.5e-5 in float32. That assumes f and f''' of similar
-size. Attention sees q and k only through the scores c q.k, so a step h in q is a step c h
-in the scores: f''' carries a factor c^3 and the best h is (3u)^(1/3) / c, which is
-(3u)^(1/3) unscaled and sqrt(d) times more scaled. The best error does not depend on c.
+shrinks with h, and round-off, about u f / h (u the unit round-off: {u['float64']:.1e} in
+float64, {u['float32']:.1e} in float32), which grows as h shrinks. On log-log axes their
+sum is a V, with its bottom near h = (3u)^(1/3) and an error near u^(2/3) (Nocedal &
+Wright, section 8.1): {h_th['float64']:.0e} and {e_th['float64']:.0e} in float64,
+{h_th['float32']:.0e} and {e_th['float32']:.1e} in float32. That assumes f and f''' of
+similar size. Attention sees q and k only through the scores c q.k, so a step h in q is a
+step c h in the scores: f''' carries a factor c^3 and the best h is (3u)^(1/3) / c, which
+is (3u)^(1/3) unscaled and sqrt(d) times more scaled. The best error does not depend on
+c. A softmax close to saturation has a larger third derivative, which moves the unscaled
+bottom to a smaller h and can raise it.
 
-**What the figure shows** (d = {d}). {'; '.join(found)}. Each V has a left branch of
-slope 2 (truncation) and a right branch of slope -1 (round-off); the dotted lines mark
-(3u)^(1/3) / c. Unscaled, the scores are sqrt(d) times larger, the truncation branch sits
-higher, and the bottom is at a smaller h. A softmax that is close to saturation also has
-a larger third derivative, so the unscaled V bottoms out higher.{check_text}""")
+**What the figure shows** (d = {d}; stars mark the best measured h, dotted lines the
+theory). {' '.join(panels)} {compare_text}{check_text}""")
 
 
 def key_numbers(rows) -> KeyNumbers:

@@ -38,9 +38,22 @@ from .common import (
     tick,
 )
 from .plots import gmean, log2_axis, plot_line, series
-from .tables import KeyNumbers, average, fmt, largest, legend, pick, pivot, prose
+from .tables import (
+    KeyNumbers,
+    average,
+    fmt,
+    largest,
+    legend,
+    listing,
+    pick,
+    pivot,
+    prose,
+    span,
+    times,
+)
 
 BAD = 1e-4  # an entry whose relative error is above this counts as "wrong"
+UNIT_ROUNDOFF = 2.0**-53  # float64
 
 
 def numerical_dq(q, k, v, dout, scales, h: float) -> list:
@@ -78,7 +91,9 @@ def dead_gradients(d_values=D_VALUES, scalings=SCALINGS, seeds=(0, 1), n_queries
 
     Rows hold bad_entry_fraction (entries of dq whose relative error |a - n| / max(|a|,
     |n|) is above 1e-4), normwise_error (||a - n|| / ||n|| over all of dq),
-    max_entry_error, and the median size of the entries, grad_entry_median.
+    max_entry_error, the median size of the entries, grad_entry_median, the finite-difference
+    noise floor u sum|dout_i * out_i| / h (median over rows, noise_floor), and the prediction
+    below_noise_fraction: the entries smaller than their row's noise floor / 1e-4.
 
     >>> rows = dead_gradients(d_values=(1024,), scalings=("sqrt", "unscaled"), seeds=(0,))
     >>> rows[0]["bad_entry_fraction"] == 0 < rows[1]["bad_entry_fraction"]
@@ -95,9 +110,13 @@ def dead_gradients(d_values=D_VALUES, scalings=SCALINGS, seeds=(0, 1), n_queries
             numerical = numerical_dq(q, k, v, dout, scales, h)  # one (L, d) per scaling
             for scaling, scale, num in zip(scalings, scales, numerical):
                 qt = tensor(q, requires_grad=True)
-                F.scaled_dot_product_attention(qt, k, v, scale=scale,
-                                               impl="fused").backward(dout)
+                out = F.scaled_dot_product_attention(qt, k, v, scale=scale, impl="fused")
+                out.backward(dout)
                 analytical = backend.to_numpy(qt.grad.data)  # (L, d)
+                # The round-off of phi = <dout_i, out_i> is about u sum |dout_i * out_i|: the
+                # difference phi(+h) - phi(-h), over 2h, cannot resolve less than that over h.
+                terms = backend.to_numpy(abs(dout * out.data).sum(axis=-1))  # (L,)
+                noise = UNIT_ROUNDOFF * terms / h  # (L,): the noise floor of each row of dq
                 num = backend.to_numpy(num)  # (L, d)
                 diff = np.abs(analytical - num)
                 size = np.maximum(np.abs(analytical), np.abs(num))
@@ -106,7 +125,9 @@ def dead_gradients(d_values=D_VALUES, scalings=SCALINGS, seeds=(0, 1), n_queries
                     4, d, scaling, "float64", seed, h=h, n_keys=n_keys, n_queries=n_queries,
                     bad_entry_fraction=(rel > BAD).mean(), max_entry_error=rel.max(),
                     normwise_error=np.linalg.norm(analytical - num) / np.linalg.norm(num),
-                    grad_entry_median=np.median(np.abs(analytical))))
+                    grad_entry_median=np.median(np.abs(analytical)),
+                    noise_floor=np.median(noise),
+                    below_noise_fraction=(np.abs(analytical) < noise[:, None] / BAD).mean()))
             tick(progress)
     return rows
 
@@ -128,17 +149,22 @@ def table(rows, markdown=False) -> str:
 
 
 def figure(plt, rows):
-    """Entries that look wrong, the norm-wise error and the size of the entries of dq."""
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.9))
+    """Entries that look wrong, the norm-wise error and the size of the entries of dq, stacked."""
+    fig, axes = plt.subplots(3, 1, figsize=(6.4, 10.4))
     xs_all = sorted({r["d"] for r in rows})
     h = rows[0]["h"]
+    theory_style = dict(color="k", ls=":", lw=1.6, zorder=4)
     ax = axes[0]
     for s in scalings_in(rows):
         xs, ys = series(rows, s, "bad_entry_fraction")
         plot_line(ax, xs, ys, s)
-    ax.set_ylim(-0.03, 1.03)
-    ax.set_ylabel(f"fraction of entries of dq with rel. error > {BAD:g}")
-    ax.set_title(f"Entries of dq that look wrong\n(central differences, h = {h:g}, float64)")
+        _, predicted = series(rows, s, "below_noise_fraction")
+        ax.plot(xs, predicted, **theory_style,
+                label="predicted: entries below noise / 1e-4" if s == "sqrt" else None)
+    ax.set_ylim(-0.04, 1.04)
+    ax.set_ylabel(f"entries with rel. error > {BAD:g}")
+    ax.set_title(f"(a) Entries of dq that look wrong (central differences, h = {h:g}, "
+                 "float64)")
     ax.legend(title="scale c", loc="upper left")
     log2_axis(ax, xs_all)
 
@@ -146,28 +172,28 @@ def figure(plt, rows):
     for s in scalings_in(rows):
         xs, ys = series(rows, s, "normwise_error", reduce=gmean)
         plot_line(ax, xs, ys, s)
-    ax.axhline(1e-7, color="k", ls=":", lw=1)
-    ax.text(xs_all[0], 1.3e-7, "1e-7: \"good\" in CS231n's rule of thumb", fontsize=8)
+    ax.axhline(1e-7, color="k", ls="-.", lw=1, zorder=4)
+    ax.text(xs_all[0], 1.4e-7, "1e-7: \"good\" in CS231n's rule of thumb", fontsize=9)
     ax.set_yscale("log")
-    ax.set_ylabel("||numerical - analytical|| / ||numerical||")
-    ax.set_title("...while the whole gradient is right\n(norm-wise error)")
+    ax.set_ylabel("||num. - anal.|| / ||num.||")
+    ax.set_title("(b) Norm-wise error of the whole dq: it grows as the entries of dq shrink")
     log2_axis(ax, xs_all)
 
     ax = axes[2]
     for s in scalings_in(rows):
         xs, ys = series(rows, s, "grad_entry_median", reduce=gmean)
         plot_line(ax, xs, ys, s)
-    floor = 1e-10
+    floor = gmean([r["noise_floor"] for r in rows])
     ax.set_yscale("log")
-    bottom = min(1e-10, ax.get_ylim()[0])
+    bottom = min(floor, ax.get_ylim()[0])
     ax.set_ylim(bottom, 10)
     ax.axhspan(bottom, floor / BAD, color="k", alpha=0.07, lw=0)
-    ax.axhline(floor / BAD, color="k", ls=":", lw=1)
-    ax.text(xs_all[-1], floor / BAD * 0.4, f"below ~{floor / BAD:.0e}, the finite-difference\n"
-            f"noise (~{floor:.0e}) is over {BAD:g} of the entry", fontsize=8, va="top",
+    ax.axhline(floor / BAD, color="k", ls=":", lw=1.6, zorder=4)
+    ax.text(xs_all[-1], floor / BAD * 0.4, f"below {floor / BAD:.0e}, the finite-difference\n"
+            f"noise (~{floor:.0e}) is over {BAD:g} of the entry", fontsize=9, va="top",
             ha="right")
     ax.set_ylabel("median |entry of dq|")
-    ax.set_title("Why: the true entries sink below\nthe finite-difference noise")
+    ax.set_title("(c) Why: the true entries sink below the finite-difference noise")
     log2_axis(ax, xs_all)
     return fig
 
@@ -175,36 +201,82 @@ def figure(plt, rows):
 def section(rows) -> str:
     """Its section of report.md, with the numbers of this run."""
     ds = sorted({r["d"] for r in rows})
-    big = ds[-1]
+    small, big = ds[0], ds[-1]
     h = rows[0]["h"]
-    worst_sqrt = max(r["bad_entry_fraction"] for r in pick(rows, scaling="sqrt"))
+    sc = scalings_in(rows)
+    names = {"sqrt": "scaled", "unscaled": "unscaled", "linear": "c = 1/d"}
     low = next((d for d in ds if d >= 256), ds[0])
+    floor = float(np.median([r["noise_floor"] for r in rows]))
 
-    def bad(d):
-        return fmt(average(rows, "bad_entry_fraction", d=d, scaling="unscaled"), "%")
+    def at(metric, d, s, geometric=False):
+        return average(rows, metric, geometric, d=d, scaling=s)
 
+    worst_sqrt = max(r["bad_entry_fraction"] for r in pick(rows, scaling="sqrt"))
+    shows = ["**What the figure shows.** (a) " +
+             ("No entry of the scaled dq looks wrong at any d" if worst_sqrt == 0 else
+              f"Scaled, at most {fmt(worst_sqrt, '%')} of the entries look wrong (entries whose "
+              "true value happens to be near zero)")]
+    if "unscaled" in sc:
+        shows[-1] += (f"; unscaled, {fmt(at('bad_entry_fraction', low, 'unscaled'), '%')} do at "
+                      f"d = {low} and {fmt(at('bad_entry_fraction', big, 'unscaled'), '%')} at "
+                      f"d = {big}")
+    if "linear" in sc:
+        worst_linear = max(r["bad_entry_fraction"] for r in pick(rows, scaling="linear"))
+        shows[-1] += "; with c = 1/d, " + ("none" if worst_linear == 0 else
+                                           f"up to {fmt(worst_linear, '%')}")
+    shows[-1] += "."
+    predicted = [(r["bad_entry_fraction"], r["below_noise_fraction"]) for r in rows]
+    gap = max(abs(a - b) for a, b in predicted)
+    shows.append(f"The dotted lines predict them without looking at the numerical gradient: the "
+                 f"entries whose true size is below their row's noise floor divided by {BAD:g}. "
+                 f"Prediction and count differ by at most {fmt(gap * 100)} percentage points.")
+    errors = []
+    for s in sc:
+        values = [at("normwise_error", d, s, True) for d in ds]
+        over = [d for d, v in zip(ds, values) if v > 1e-7]
+        errors.append(f"{names[s]} {span(values)}"
+                      + (f" (above 1e-7 at d = {listing(over)})" if over else ""))
+    shows.append("(b) The norm-wise error of the whole dq is " + "; ".join(errors) + ".")
+    if "linear" in sc and "sqrt" in sc:
+        e_lin, e_sqrt = at("normwise_error", big, "linear", True), at("normwise_error", big,
+                                                                      "sqrt", True)
+        g_lin, g_sqrt = at("grad_entry_median", big, "linear", True), at("grad_entry_median",
+                                                                         big, "sqrt", True)
+        shows.append(f"At d = {big} the error with c = 1/d is {times(e_lin, e_sqrt)} the scaled "
+                     f"one, and its median entry {times(g_lin, g_sqrt)} the scaled one's: the "
+                     "same absolute noise over a smaller gradient. It is not a wrong backward "
+                     "either.")
+    shows.append(f"(c) Why. A central difference is only good to about u sum|dout_i out_i| / h "
+                 f"in absolute terms, whatever the size of the true derivative: {floor:.0e} "
+                 f"here (median over rows).")
+    if "unscaled" in sc:
+        g_small, g_big = at("grad_entry_median", small, "unscaled", True), \
+            at("grad_entry_median", big, "unscaled", True)
+        under = [d for d in ds if at("grad_entry_median", d, "unscaled", True) < floor / BAD]
+        shows.append(f"Unscaled, the median entry of dq is {fmt(g_small)} at d = {small} and "
+                     f"{fmt(g_big)} at d = {big}"
+                     + (f"; it is below {floor / BAD:.0e}, where the noise is more than {BAD:g} "
+                        f"of the entry, at d = {listing(under)}" if under else "") + ".")
+    linear_text = ""
+    if "linear" in sc:
+        linear_text = (" The over-scaled c = 1/d shows a little of the same effect, for the "
+                       "same reason: its gradients are small too." if worst_linear > 0 else
+                       " The over-scaled c = 1/d has small gradients too, but none of its "
+                       "entries falls below the noise here.")
     return prose(f"""
 Element by element: every entry q_ie is moved by +-h (h = {h:g}, float64), the forward
 pass rerun, and the numerical derivative compared with the hand-written backward. An entry
 counts as wrong when its relative error |a - n| / max(|a|, |n|) is above {BAD:g} (CS231n's
 limit of the acceptable).
 
-**What the figure shows.** Left: scaled, at most {fmt(worst_sqrt, '%')} of the entries look
-wrong (at large d a few entries happen to be near zero); unscaled, {bad(low)} at d = {low}
-and {bad(big)} at d = {big}. Middle: the norm-wise error of the whole gradient stays tiny,
-about 1e-9 to 1e-8, scaled or not. Right: why. A central difference is only good to about
-u f / h, around 1e-10 here, in absolute terms, whatever the size of the true derivative.
-Unscaled, the typical entry of dq sinks towards and below 1e-6 as d grows (the dead
-gradients of experiment 2); below that, the finite-difference noise is more than {BAD:g}
-of the entry.
+{' '.join(shows)}
 
 **What it means.** The backward pass is right. The entries flagged are those whose true
 value is below the finite-difference noise floor: there the numerical side is noise, not
 the analytical one. A student who gradient-checks unscaled attention at large d and sees
 many failing entries has not found a bug. Look at the size of the failing entries and at
-the norm-wise error, and check again with the scale (or a small d) before hunting for one.
-The over-scaled c = 1/d shows a little of the same effect, for the same reason: its
-gradients are small too.""")
+the norm-wise error, and check again with the scale (or a small d) before hunting for
+one.{linear_text}""")
 
 
 def key_numbers(rows) -> KeyNumbers:
@@ -215,9 +287,11 @@ def key_numbers(rows) -> KeyNumbers:
         found.add("bad entries, scaled (worst d)",
                   largest(e4, "bad_entry_fraction", scaling="sqrt"), "zero", "%")
         for d in (256, 4096):
-            found.add(f"bad entries at d={d}, unscaled",
-                      average(e4, "bad_entry_fraction", d=d, scaling="unscaled"),
-                      "about 20%" if d == 256 else "about 75%", "%")
+            predicted = average(e4, "below_noise_fraction", d=d, scaling="unscaled")
+            if predicted is not None:
+                found.add(f"bad entries at d={d}, unscaled",
+                          average(e4, "bad_entry_fraction", d=d, scaling="unscaled"),
+                          f"{fmt(predicted, '%')} (entries below noise / {BAD:g})", "%")
         found.add("normwise error, unscaled (worst d)",
                   largest(e4, "normwise_error", scaling="unscaled"), "tiny")
     return found
