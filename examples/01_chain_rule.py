@@ -140,7 +140,7 @@ check("backward(2) gives twice the gradient", abs(wt.grad.item() - 2 * dw), 1e-1
 
 # %%
 # 3. tanh saturates: for large z, 1 - tanh(z)^2 is almost 0, and so is every gradient that
-#    passes through it. Lesson 7 finds the same effect in softmax, at the heart of attention.
+#    passes through it. Lesson 8 finds the same effect in softmax, at the heart of attention.
 w_big = ma.tensor(10.0, dtype="float64", requires_grad=True)
 L_big = ((w_big * x + b).tanh() - t) ** 2  # z = 7: tanh(z) = 0.9999983
 L_big.backward()

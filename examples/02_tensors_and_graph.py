@@ -146,7 +146,7 @@ check("softmax from exp, sum and divide: dx == p (dp - <dp, p>)", max_err(logits
 #
 # A leaf's `.grad` is **added to**, never overwritten, as in PyTorch. Two backward passes
 # without clearing `.grad` in between give the sum of both gradients. Training loops
-# therefore call `zero_grad()` before each step. Lesson 9 shows what happens when one
+# therefore call `zero_grad()` before each step. Lesson 10 shows what happens when one
 # forgets.
 
 # %%

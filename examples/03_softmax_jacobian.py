@@ -30,7 +30,7 @@ rng = np.random.default_rng(0)
 # Adding a constant $c$ to every $x_i$ multiplies the numerator and the denominator by
 # the same $e^c$, so the result does not change. Choosing $c = -\max_j x_j$ makes every
 # exponent $\le 0$, so nothing overflows. The naive formula breaks on scores of around
-# 1000, which unscaled attention can produce (lesson 7).
+# 1000, which unscaled attention can produce (lesson 8).
 
 # %%
 def softmax_naive(x):

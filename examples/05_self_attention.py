@@ -68,7 +68,7 @@ show(X, words, FEATURES, "X: one row per token, (L, d_model) = " + str(X.shape))
 # - its **key** $k = x W_K$: what this token *offers*, the thing a query can match;
 # - its **value** $v = x W_V$: what this token *passes on* to whoever attends to it.
 #
-# A model learns these matrices (lesson 10 trains them). Here we set them by hand.
+# A model learns these matrices (lesson 11 trains them). Here we set them by hand.
 # Queries and keys live in a small space with two dimensions, "finance context" and
 # "nature context":
 #
@@ -109,7 +109,7 @@ show(scores, words, words, "scores = Q K^T (row: the query's token, column: the 
 # Softmax (lesson 3) turns each row of scores into **attention weights**: positive
 # numbers that sum to 1. Before the softmax, the scores are divided by $\sqrt{d_k}$. A dot
 # product of $d_k$ terms grows with $d_k$, and without the division wide queries and keys
-# would give huge scores and a saturated softmax (lesson 7 shows why that is bad).
+# would give huge scores and a saturated softmax (lesson 8 shows why that is bad).
 #
 # $$A = \operatorname{softmax}\!\Big(\frac{Q K^\top}{\sqrt{d_k}}\Big).$$
 
@@ -195,7 +195,7 @@ check("loop over tokens == one matrix product for all", max_err(np.stack(rows), 
 
 # %% [markdown]
 # Real models run several attentions side by side, each with its own $W_Q, W_K, W_V$
-# (**heads**), so that one can track meaning while another tracks word order. Lesson 8
+# (**heads**), so that one can track meaning while another tracks word order. Lesson 9
 # builds them. Lesson 6 takes attention's derivative.
 #
 # ## Practice

@@ -20,7 +20,13 @@ from .backend import (
 )
 from .core import Function, Size, Tensor, is_grad_enabled, no_grad, ones, randn, tensor, zeros
 from .creation import *  # noqa: F403 - arange, full, eye, long, ...
-from .gradcheck import GradcheckError, GradcheckReport, gradcheck, gradcheck_report
+from .gradcheck import (
+                      GradcheckError,
+                      GradcheckReport,
+                      gradcheck,
+                      gradcheck_report,
+                      module_gradcheck,
+)
 from .ops import *  # noqa: F403 - sum, matmul, where, ...: every op of minattn.ops
 
 __version__ = "0.1.0"
@@ -28,6 +34,6 @@ __version__ = "0.1.0"
 __all__ = sorted({"Function", "GradcheckError", "GradcheckReport", "Size", "Tensor",
                   "cuda_available", "default_device", "float16", "float32", "float64",
                   "functional", "gradcheck", "gradcheck_report", "is_grad_enabled", "kernels",
-                  "manual_seed", "nn", "no_grad", "ones", "ops", "optim", "randn",
-                  "set_default_device", "tensor", "viz", "zeros", "cuda", *ops.__all__,
+                  "manual_seed", "module_gradcheck", "nn", "no_grad", "ones", "ops", "optim",
+                  "randn", "set_default_device", "tensor", "viz", "zeros", "cuda", *ops.__all__,
                   *creation.__all__} - {"unbroadcast"})

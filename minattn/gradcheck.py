@@ -15,19 +15,27 @@ softmax is zero for *any* backward), define the scalar phi(x) = <u, f(x)>.
 An analytical value a passes against the numerical n when |a - n| <= atol + rtol |n|,
 as ``torch.autograd.gradcheck``. Central differences lose digits to round-off
 (error ~ u_mach / eps) and truncation (~ eps^2), so checks run in float64.
+
+``module_gradcheck`` checks a module the same way, its parameters taken as extra inputs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import reprlib
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import backend
 from .core import Tensor, describe, no_grad
+
+if TYPE_CHECKING:  # for the annotation only: gradcheck needs no more than named_parameters()
+    from .nn import Module
 
 
 class GradcheckError(RuntimeError):
@@ -98,6 +106,77 @@ def gradcheck(fn, inputs, *, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=Tru
         bad = [c.describe() for c in report.checks if not c.passed]
         raise GradcheckError("gradient check failed for " + "; ".join(bad) + "\n" + str(report))
     return report.passed
+
+
+def module_gradcheck(module: Module, *inputs: Tensor, names: Sequence[str] | None = None,
+                     **kwargs: Any) -> bool:
+    """Check the gradients of ``module(*inputs)`` with respect to its inputs and parameters.
+
+    Every parameter (or those in ``names``, dotted as in ``named_parameters()``) is
+    checked as an extra input of ``gradcheck``, in a float64 copy; the module reads the
+    copies only while the check runs, and its own parameters are back in place afterwards,
+    even when the check raises. Inputs that require grad are checked too, so pass them in
+    float64. ``None`` entries of a tuple output (attention weights that were not asked for)
+    are left out. Put a module with dropout in ``eval()`` mode first.
+
+    Args:
+        module: the ``nn.Module`` to check.
+        *inputs: its positional inputs (tensors that require grad are checked as well).
+        names: dotted names of the parameters to check; ``None`` checks all of them.
+        **kwargs: passed on to ``gradcheck`` (``eps``, ``atol``, ``rtol``, ``raise_exception``,
+            ``mode``, ``seed``).
+
+    Returns:
+        True when every gradient matches (False on a mismatch with ``raise_exception=False``).
+
+    Raises:
+        GradcheckError: a gradient is off (``raise_exception=True``, the default); inputs
+            are numbered as given, then the parameters in ``names`` order.
+        KeyError: a name in ``names`` is not one of the module's parameters.
+
+    >>> layer = ma.nn.Linear(4, 3)
+    >>> x = ma.randn(2, 4, dtype="float64", requires_grad=True)
+    >>> ma.module_gradcheck(layer, x)
+    True
+    >>> ma.module_gradcheck(layer, x, names=["weight"])
+    True
+    """
+    params = dict(module.named_parameters())
+    names = list(params) if names is None else list(names)
+    missing = [n for n in names if n not in params]
+    if missing:
+        raise KeyError(f"module_gradcheck: {type(module).__name__} has no parameter "
+                       f"{', '.join(map(repr, missing))}; its parameters are "
+                       f"{', '.join(params) or 'none'}")
+    n_in = len(inputs)
+
+    def fn(*tensors):
+        with swapped_params(module, {n: params[n] for n in names}, tensors[n_in:]):
+            out = module(*tensors[:n_in])
+        return tuple(o for o in out if o is not None) if isinstance(out, tuple) else out
+
+    copies = [Tensor(params[n].data.astype(np.float64), requires_grad=True) for n in names]
+    return gradcheck(fn, list(inputs) + copies, **kwargs)
+
+
+@contextlib.contextmanager
+def swapped_params(module, params: dict, tensors):
+    """Make ``module`` read ``tensors`` in place of ``params`` (name -> Parameter) while
+    inside: torch.func.functional_call, in a few lines. Every place that holds a
+    parameter (a tied one sits in two modules) is swapped, and restored on the way out."""
+    places = []  # (owner module, attribute name, the parameter), for every place it sits
+    for p, t in zip(params.values(), tensors):
+        for owner in module.modules():
+            places += [(owner, attr, p, t) for attr, q in owner._parameters.items() if q is p]
+    try:
+        for owner, attr, _, t in places:
+            owner._parameters[attr] = t  # ParameterList and ParameterDict read this
+            object.__setattr__(owner, attr, t)  # and attribute access reads this
+        yield
+    finally:
+        for owner, attr, p, _ in places:
+            owner._parameters[attr] = p
+            object.__setattr__(owner, attr, p)
 
 
 def gradcheck_report(fn, inputs, *, eps=1e-6, atol=1e-5, rtol=1e-3, mode="auto", seed=0,

@@ -48,7 +48,11 @@ def test_every_nav_page_exists():
 def test_snippets_point_at_existing_files():
     for page in DOCS.rglob("*.md"):
         for target in re.findall(r'^--8<-- "([^"]+)"', page.read_text(), re.M):
-            assert (ROOT / target).is_file(), f"{page.name} includes missing {target}"
+            path, _, section = target.partition(":")  # "file.py:name": a marked section
+            assert (ROOT / path).is_file(), f"{page.name} includes missing {path}"
+            if section:
+                assert f"--8<-- [start:{section}]" in (ROOT / path).read_text(), \
+                    f"{page.name} includes section {section!r}, which {path} does not mark"
 
 
 def test_hook_renders_every_lesson_from_its_script():

@@ -1,10 +1,13 @@
 """gradcheck must be able to fail: wrong backwards are caught, failures are named,
 and the classic trap (checking through ``out.sum()``) is shown to be one."""
 
+import sys
+
 import numpy as np
 import pytest
 
 import minattn as ma
+from minattn.nn import functional_nn as fnn
 from minattn.ops.arithmetic import Add, Div, Mul, Pow, unbroadcast
 from minattn.ops.elementwise import Exp, Log, Tanh
 from minattn.ops.matmul import MatMul
@@ -204,3 +207,115 @@ def test_tolerances_decide():
     # the one wrong element is off by 0.5: a loose enough atol lets it through
     assert ma.gradcheck(ScaledWrongAtOneElement.apply, (x,), atol=1.0)
     assert not ma.gradcheck(ScaledWrongAtOneElement.apply, (x,), raise_exception=False)
+
+
+# -- modules: their parameters are checked too ----------------------------------------------------
+
+
+class AffineFunction(ma.Function):
+    """out = x @ w^T + b; ``weight_factor`` scales dw (1.0: the right backward)."""
+
+    weight_factor = 1.0
+
+    def forward(self, x, w, b):
+        self.x, self.w = x, w
+        return x @ w.T + b  # (n, out)
+
+    def backward(self, dout):
+        # out = x w^T + b  =>  dx = dout w, dw = dout^T x, db = sum of dout over the rows
+        return dout @ self.w, self.weight_factor * (dout.T @ self.x), dout.sum(axis=0)
+
+
+class Affine(ma.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.weight = ma.nn.Parameter(ma.randn(3, 4, dtype="float64"))
+        self.bias = ma.nn.Parameter(ma.randn(3, dtype="float64"))
+
+    def forward(self, x):
+        return AffineFunction.apply(x, self.weight, self.bias)
+
+
+def f64(*shape):
+    return ma.randn(*shape, dtype="float64", requires_grad=True)
+
+
+@pytest.mark.parametrize("make, shapes", [
+    (lambda: ma.nn.Linear(4, 3), [(2, 5, 4)]),
+    (lambda: ma.nn.LayerNorm(6), [(2, 3, 6)]),
+    (lambda: ma.nn.MultiHeadAttention(4, num_heads=2), [(2, 3, 4)]),
+    (lambda: ma.nn.MultiheadAttention(4, num_heads=2, batch_first=True),
+     [(2, 3, 4), (2, 5, 4), (2, 5, 4)]),
+    (Affine, [(5, 4)]),
+], ids=["Linear", "LayerNorm", "MultiHeadAttention", "MultiheadAttention", "Affine"])
+def test_module_gradcheck_passes_for_right_backwards(make, shapes):
+    ma.manual_seed(0)
+    module = make()
+    for p in module.parameters():  # away from LayerNorm's ones and zeros, so all of it counts
+        p.data[...] = ma.randn(*p.shape).data
+    assert ma.module_gradcheck(module, *(f64(*s) for s in shapes))
+
+
+def test_module_gradcheck_checks_every_parameter_in_float64(monkeypatch):
+    checked = []
+    module = sys.modules["minattn.gradcheck"]
+    real = module.gradcheck
+
+    def spy(fn, inputs, **kwargs):
+        checked.extend((tuple(x.shape), x.dtype) for x in inputs)
+        return real(fn, inputs, **kwargs)
+
+    monkeypatch.setattr(module, "gradcheck", spy)
+    layer = ma.nn.Linear(4, 3)  # float32 parameters: checked in float64 copies
+    assert ma.module_gradcheck(layer, f64(2, 4))
+    assert checked == [((2, 4), np.float64), ((3, 4), np.float64), ((3,), np.float64)]
+    assert layer.weight.dtype == np.float32
+
+
+def test_wrong_parameter_backward_is_caught(monkeypatch):
+    module = Affine()
+    monkeypatch.setattr(AffineFunction, "weight_factor", 1.01)  # dw 1% too large
+    assert not ma.module_gradcheck(module, f64(5, 4), raise_exception=False)
+    assert ma.module_gradcheck(module, f64(5, 4), names=["bias"])  # the rest is right
+    with pytest.raises(ma.GradcheckError, match=r"input 1 \(shape \(3, 4\)"):  # x, then weight
+        ma.module_gradcheck(module, f64(5, 4))
+
+
+def test_wrong_layer_norm_weight_backward_is_caught(monkeypatch):
+    ln = ma.nn.LayerNorm(6, dtype="float64")
+    right = fnn.LayerNormFunction.backward
+
+    def off_by_one_percent(self, dout):
+        dx, dweight, dbias = right(self, dout)
+        return dx, None if dweight is None else 1.01 * dweight, dbias
+
+    monkeypatch.setattr(fnn.LayerNormFunction, "backward", off_by_one_percent)
+    x = f64(2, 3, 6)
+    assert ma.module_gradcheck(ln, x, names=["bias"])
+    assert not ma.module_gradcheck(ln, x, names=["weight"], raise_exception=False)
+
+
+def test_module_gradcheck_restores_the_parameters_even_on_error(monkeypatch):
+    module = Affine()
+    before = {n: (p, p.numpy().copy()) for n, p in module.named_parameters()}
+    monkeypatch.setattr(AffineFunction, "weight_factor", 1.01)
+    with pytest.raises(ma.GradcheckError):
+        ma.module_gradcheck(module, f64(5, 4))
+    for name, p in module.named_parameters():
+        assert p is before[name][0] and getattr(module, name) is p
+        assert isinstance(p, ma.nn.Parameter) and p.grad is None
+        np.testing.assert_array_equal(p.numpy(), before[name][1])
+
+
+def test_module_gradcheck_swaps_a_tied_parameter_everywhere():
+    model = ma.nn.Sequential(ma.nn.Linear(4, 4, dtype="float64"),
+                             ma.nn.Linear(4, 4, dtype="float64"))
+    model[1].weight = model[0].weight  # tied: listed once, read in two places
+    assert [n for n, _ in model.named_parameters()] == ["0.weight", "0.bias", "1.bias"]
+    assert ma.module_gradcheck(model, f64(2, 4))
+    assert model[1].weight is model[0].weight
+
+
+def test_module_gradcheck_names_a_missing_parameter():
+    with pytest.raises(KeyError, match="no parameter 'weights'; its parameters are weight, bias"):
+        ma.module_gradcheck(ma.nn.Linear(2, 2), f64(1, 2), names=["weights"])

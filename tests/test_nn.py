@@ -2,7 +2,6 @@
 transformer block and the language model. Gradients in float64 against central
 differences with random upstream gradients; values and gradients against PyTorch."""
 
-import contextlib
 import math
 
 import hypothesis.extra.numpy as hnp
@@ -12,46 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import minattn as ma
-from minattn import nn
+from minattn import module_gradcheck, nn
 from minattn.nn import functional_nn as fnn
 
 
 def f64(*shape, requires_grad=True):
     return ma.randn(*shape, dtype="float64", requires_grad=requires_grad)
-
-
-@contextlib.contextmanager
-def swapped_params(module, tensors: dict):
-    """Temporarily make ``module`` read the given tensors as its parameters (by dotted name),
-    so gradcheck can perturb them: torch.func.functional_call, in a few lines."""
-    saved = []
-    for name, t in tensors.items():
-        path, _, attr = name.rpartition(".")
-        owner = module
-        for part in filter(None, path.split(".")):
-            owner = owner._modules[part]
-        saved.append((owner, attr, getattr(owner, attr)))
-        object.__setattr__(owner, attr, t)
-    try:
-        yield
-    finally:
-        for owner, attr, value in saved:
-            object.__setattr__(owner, attr, value)
-
-
-def module_gradcheck(module, *inputs, names=None, **kwargs):
-    """Gradient check of module(*inputs) with respect to the inputs and every parameter."""
-    params = dict(module.named_parameters())
-    names = list(params) if names is None else names
-    n_in = len(inputs)
-
-    def fn(*tensors):
-        with swapped_params(module, dict(zip(names, tensors[n_in:]))):
-            return module(*tensors[:n_in])
-
-    args = list(inputs) + [ma.tensor(params[n].data, dtype="float64", requires_grad=True)
-                           for n in names]
-    return ma.gradcheck(fn, args, **kwargs)
 
 
 def to_torch(torch, t, requires_grad=False):

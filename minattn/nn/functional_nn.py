@@ -32,6 +32,7 @@ class EmbeddingFunction(Function):
         self.num_embeddings, self.dtype = weight.shape[0], weight.dtype
         return weight[self.index]  # (..., D)
 
+    # --8<-- [start:embedding_backward]
     def backward(self, dout):
         # out[i] = weight[index[i]]  =>  dweight[r] = sum of dout[i] over every i with index[i] = r
         # A row picked twice gets both gradients: scatter-*add*, never assignment.
@@ -42,6 +43,7 @@ class EmbeddingFunction(Function):
         if self.padding_idx is not None:  # the padding row is a constant: it learns nothing
             dweight[self.padding_idx] = 0
         return dweight
+    # --8<-- [end:embedding_backward]
 
 
 def embedding(index, weight: Tensor, padding_idx=None, max_norm=None, norm_type: float = 2.0,
@@ -93,6 +95,7 @@ def check_padding_idx(padding_idx, n: int, op: str):
 class LayerNormFunction(Function):
     """y = (x - mean) / sqrt(var + eps) * weight + bias, over the last ``ndim_norm`` axes."""
 
+    # --8<-- [start:layernorm_forward]
     def forward(self, x, weight, bias):
         xp = backend.get_array_module(x)
         self.axes = tuple(range(x.ndim - self.ndim_norm, x.ndim))  # the normalized axes
@@ -103,10 +106,13 @@ class LayerNormFunction(Function):
         self.xhat = xc * self.rstd  # (..., N); saved with rstd: all that backward needs
         self.weight = weight
         return self.xhat * weight + bias  # (..., N)
+    # --8<-- [end:layernorm_forward]
 
+    # --8<-- [start:layernorm_backward]
     def backward(self, dout):
         # y = xhat * w + b, xhat_i = (x_i - mean) * rstd, rstd = (var + eps)^(-1/2), N elements:
-        # dxhat_i/dx_j = rstd * (delta_ij - 1/N - xhat_i xhat_j / N), so with g = dout * w:
+        # dvar/dx_j = 2 (x_j - mean) / N, so dxhat_i/dx_j = rstd (delta_ij - 1/N - xhat_i xhat_j/N);
+        # with g = dout * w (dloss/dxhat), dx_j = sum_i g_i dxhat_i/dx_j, which is
         # dx = rstd * (g - mean(g) - xhat * mean(g * xhat));
         # dw = sum over the batch axes of dout * xhat, db = sum over them of dout.
         xhat, rstd = self.xhat, self.rstd
@@ -121,6 +127,7 @@ class LayerNormFunction(Function):
         if self.needs_input_grad[2]:
             dbias = dout.sum(axis=batch_axes)  # (N,)
         return dx, dweight, dbias
+    # --8<-- [end:layernorm_backward]
 
 
 def _normalized_shape(normalized_shape, op: str = "layer_norm") -> tuple:
@@ -243,6 +250,7 @@ class GELUFunction(Function):
         self.cdf = 0.5 * (1 + backend.erf(x / _SQRT_2))  # (...,) Phi(x)
         return x * self.cdf
 
+    # --8<-- [start:gelu_backward]
     def backward(self, dout):
         xp = backend.get_array_module(dout)
         x = self.x
@@ -255,6 +263,7 @@ class GELUFunction(Function):
         # y = x Phi(x)  =>  dy/dx = Phi(x) + x phi(x), phi(x) = exp(-x^2/2) / sqrt(2 pi)
         pdf = _INV_SQRT_2PI * xp.exp(-0.5 * x * x)
         return dout * (self.cdf + x * pdf)
+    # --8<-- [end:gelu_backward]
 
 
 def gelu(x, approximate: str = "none") -> Tensor:

@@ -1,5 +1,5 @@
 # %% [markdown]
-# # 9. Common mistakes, and the code that exposes them
+# # 10. Common mistakes, and the code that exposes them
 #
 # Most attention bugs raise no error. They produce numbers of the right shape that are
 # wrong, and the model then trains a bit worse, or not at all. This lesson makes each
@@ -72,7 +72,7 @@ expect("frozen: 'bank' looks at 'of', where 'loan' was, and misses the river",
 #
 # Dropping the $1/\sqrt{d}$ gives the right shape and plausible values. It breaks
 # nothing visibly at $d = 4$, but at $d = 256$ each row of weights is almost one-hot
-# and passes almost no gradient back (lesson 7). Two checks catch it: a comparison with
+# and passes almost no gradient back (lesson 8). Two checks catch it: a comparison with
 # the reference, and the row entropy.
 
 # %%
@@ -155,11 +155,16 @@ check("mask ~future (True = may attend) == is_causal=True",
       max_err(F.scaled_dot_product_attention(q, k, v, attn_mask=allowed), causal), 1e-12)
 expect("the inverted mask gives a different output", max_err(inverted, causal) > 0.1)
 print("last row with the inverted mask (sees no key, so zeros):", inverted.numpy()[-1, :4])
+expect("a fully masked row gives exact zeros", not inverted.numpy()[-1].any())
+expect("a plain softmax of a row of -inf gives NaN",
+       bool(np.isnan(F.softmax(ma.tensor([-np.inf] * 3), axis=-1).numpy()).all()))
 
 # %% [markdown]
 # The last token has no future, so with the inverted mask it attends to nothing.
-# minattn returns zeros for such a row (PyTorch gives NaN). A row of exact zeros in an
-# attention output is a sign that the mask is inverted.
+# minattn returns zeros for such a row, and so does PyTorch's `scaled_dot_product_attention`
+# (2.13, with a boolean mask or an all `-inf` float one; older versions gave NaN), while a
+# plain `softmax` of a row of `-inf` is NaN in both. A row of exact zeros in an attention
+# output is a sign that the mask is inverted.
 #
 # ## Mistake 7: forgetting to zero the gradients
 #

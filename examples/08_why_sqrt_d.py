@@ -1,11 +1,11 @@
 # %% [markdown]
-# # 7. Why divide by √d
+# # 8. Why divide by √d
 #
 # Attention computes $\operatorname{softmax}(Q K^\top / \sqrt{d})$. Where does the
 # $\sqrt{d}$ come from, and what goes wrong without it? This lesson measures three things
 # as the width $d$ of queries and keys grows: how large the scores get, how sharp the
 # softmax becomes, and how much gradient gets back through it. Each is measured with
-# and without the scale. Lesson 11 and `minattn scaling` run the full experiment.
+# and without the scale. Lesson 12 and `minattn scaling` run the full experiment.
 
 # %%
 import math

@@ -1,7 +1,7 @@
 # %% [markdown]
-# # 11. The scaling experiment
+# # 12. The scaling experiment
 #
-# Lesson 7 argued for the $1/\sqrt{d}$ with a few measurements. `minattn scaling` runs the
+# Lesson 8 argued for the $1/\sqrt{d}$ with a few measurements. `minattn scaling` runs the
 # full experiment, and its building blocks are library functions in
 # `minattn.experiments` that return plain rows of numbers. This lesson calls them at a
 # small size and reads the results, for three choices of the factor $c$ in
@@ -46,7 +46,7 @@ d_max = D_VALUES[-1]
 # `score_spread` draws queries and keys with unit-variance entries for each width $d$ and
 # scaling, and measures the standard deviation of the scores, the mean entropy of the
 # attention rows, and the fraction of rows whose largest weight is above 0.99
-# ("saturated"). The theory from lesson 7: the spread is $c\sqrt{d}$, so $1$ with the
+# ("saturated"). The theory from lesson 8: the spread is $c\sqrt{d}$, so $1$ with the
 # standard scale, $\sqrt{d}$ without it, and $1/\sqrt{d}$ with $1/d$.
 
 # %%

@@ -1,5 +1,5 @@
 # %% [markdown]
-# # 10. Training a tiny transformer
+# # 11. Training a tiny transformer
 #
 # Everything so far has used fixed or random weights. Here we train them. A small
 # decoder-only transformer (`ma.nn.Transformer`) learns to reverse a sequence of digits,
@@ -68,8 +68,8 @@ print("target:", show(targets[0]), "  (positions", N, "onward are scored)")
 # 1. a token embedding plus a learned position embedding (attention alone cannot see
 #    order; lesson 5, practice 1);
 # 2. `LAYERS` blocks, each computing `x + attention(layernorm(x))` and then
-#    `x + mlp(layernorm(x))`. The attention is causal, multi-head (lesson 8) and scaled by
-#    $1/\sqrt{d}$ (lesson 7);
+#    `x + mlp(layernorm(x))`. The attention is causal, multi-head (lesson 9) and scaled by
+#    $1/\sqrt{d}$ (lesson 8);
 # 3. a final layer norm and a linear layer that gives one score (logit) per token.
 
 # %%

@@ -1,5 +1,5 @@
 # %% [markdown]
-# # 8. Multi-head attention
+# # 9. Multi-head attention
 #
 # One attention head computes one set of weights per token, so it can answer only one
 # question at a time, such as "which word gives me my meaning?". A word also needs to know
@@ -151,6 +151,66 @@ expect("one head gives 'loan' less weight than head 1", bank_single[4] < w1[1, 4
 # has 12 in each layer), and their learned heads are often found to specialize: some
 # attend to the previous token, others follow syntax or meaning.
 #
+# ## Multi-head attention's backward
+#
+# The backward pass runs the forward's steps in reverse, and there is little new in it.
+# The output projection and the three input projections are `Linear` layers (lesson 4).
+# Each head's attention is lesson 6's backward, on its own $D$ features. What remains is
+# the split and the merge, and they do no arithmetic: `reshape` and `swapaxes` only move
+# numbers, so their backward moves the gradients back. The gradient of head $h$'s query
+# at token $i$, feature $d$, lands at feature $hD + d$ of token $i$ in the gradient of the
+# projection's output, which is exactly the merge applied to the heads' gradients. The
+# input $x$ feeds every head through $W_Q$, $W_K$ and $W_V$, so its gradient adds up all
+# of those paths (lesson 7's fan-out, once more per head).
+#
+# We run the forward pass of the previous section again with tensors that require grad,
+# keep the gradients of the projections' outputs and of the heads, and check both claims.
+
+# %%
+rng = np.random.default_rng(1)
+xg = ma.tensor(X[None], requires_grad=True)  # (1, L, E)
+Wg_q, Wg_k, Wg_v = (ma.tensor(W, requires_grad=True) for W in (W_q, W_k, W_v))
+proj = [xg @ W.T for W in (Wg_q, Wg_k, Wg_v)]  # (1, L, E) each: the projections' outputs
+for t in proj:
+    t.retain_grad()
+q, k, v = (t.reshape(1, L, H, D).swapaxes(1, 2) for t in proj)  # (1, H, L, D): the split
+for t in (q, k, v):
+    t.retain_grad()
+heads = F.scaled_dot_product_attention(q, k, v)  # (1, H, L, D)
+heads.retain_grad()
+dout = rng.standard_normal((1, L, E))  # a random upstream gradient
+heads.swapaxes(1, 2).reshape(1, L, E).backward(dout)  # the merge (output projection: I)
+
+for name, t, t_proj in zip("qkv", (q, k, v), proj):
+    merged_grad = t.grad.swapaxes(1, 2).reshape(1, L, E)  # the heads' gradients, merged
+    check(f"d{name} of the projection == the merge of every head's d{name}",
+          max_err(merged_grad, t_proj.grad), 0.0)
+check("the merge's backward is the split of dout",
+      max_err(heads.grad, dout.reshape(1, L, H, D).swapaxes(1, 2)), 0.0)
+for h in range(H):  # each head: lesson 6's backward on its own slice
+    mine = ma.viz.attention_gradients(q[0, h], k[0, h], v[0, h], heads.grad[0, h])
+    check(f"head {h}: dq, dk, dv == lesson 6's backward on its D features",
+          max(max_err(mine["dq"], q.grad[0, h]), max_err(mine["dk"], k.grad[0, h]),
+              max_err(mine["dv"], v.grad[0, h])), 1e-13)
+
+# %% [markdown]
+# Finally, every parameter of a multi-head module against central differences.
+# `ma.module_gradcheck(module, *inputs, names=...)` checks the module's gradient with
+# respect to its inputs and the named parameters, in float64, with a random upstream
+# gradient. A module with random weights and biases exercises every path (the hand-set
+# one above saturates its softmax, where gradients are tiny).
+
+# %%
+ma.manual_seed(0)
+module = ma.nn.MultiHeadAttention(E, num_heads=H, dtype="float64")  # with biases
+x_check = ma.tensor(rng.standard_normal((2, L, E)))  # (B, L, E), B = 2
+for name, param in module.named_parameters():
+    expect(f"module_gradcheck: {name} {param.shape}",
+           ma.module_gradcheck(module, x_check, names=[name]))
+expect("module_gradcheck: the input x",
+       ma.module_gradcheck(module, ma.tensor(x_check.numpy(), requires_grad=True), names=[]))
+
+# %% [markdown]
 # ## Practice
 #
 # 1. Does more heads mean more parameters?
