@@ -1,5 +1,6 @@
 """The scaling experiments at small sizes: each one against the theory it illustrates."""
 
+import doctest
 import json
 import math
 import os
@@ -233,6 +234,78 @@ def test_lr_sensitivity_rows():
     assert len(runs) == 4 and len(sweeps) == 2
     assert {r["scaling"] for r in sweeps} == {"sqrt", "unscaled"}
     assert all(r["lr_sensitivity"] >= 0 and r["experiment"] == 6 for r in sweeps)
+
+
+def _sweeps(d, optimizer, sensitivity, best_loss, trained):
+    """Sweep rows of experiment 6, as lr_sensitivity writes them: {scaling: value} each."""
+    return [dict(experiment=6, kind="sweep", d=d, optimizer=optimizer, scaling=s, seed=0,
+                 lr_sensitivity=sensitivity[s], best_loss=best_loss[s],
+                 trained_fraction=trained[s], best_lr=1.0) for s in ("sqrt", "unscaled")]
+
+
+def test_training_key_number_says_when_the_unscaled_head_never_trains():
+    # several times more sensitive, but only because nothing trains: not what is expected
+    rows = _sweeps(64, "sgd", {"sqrt": 0.1, "unscaled": 0.5}, {"sqrt": 1e-3, "unscaled": 2.0},
+                   {"sqrt": 0.8, "unscaled": 0.0})
+    ((what, measured, expected, holds),) = e6_training.key_numbers(rows)
+    assert measured == "5x" and "at least 2x" in expected
+    assert holds.startswith("**no**") and "no learning rate trains the unscaled head" in holds
+    # both heads trained, the unscaled one five times as sensitive: the expectation holds
+    rows = _sweeps(64, "sgd", {"sqrt": 0.1, "unscaled": 0.5}, {"sqrt": 1e-3, "unscaled": 0.01},
+                   {"sqrt": 0.8, "unscaled": 0.4})
+    assert e6_training.key_numbers(rows)[0][3] == "yes"
+    rows = _sweeps(64, "sgd", {"sqrt": 0.4, "unscaled": 0.5}, {"sqrt": 1e-3, "unscaled": 0.01},
+                   {"sqrt": 0.8, "unscaled": 0.4})
+    assert e6_training.key_numbers(rows)[0][3] == "**no**: only 1.25x"
+
+
+def test_a_key_number_must_say_whether_it_holds():
+    found = ex.tables.KeyNumbers()
+    with pytest.raises(TypeError, match="holds must be True or False"):
+        found.add("a claim", 1.0, "several times", "x")  # a style where the check should be
+    found.add("a claim", 1.0, "above 2", False, note="only 1")
+    found.add("left out", None, "anything", True)
+    assert found == [("a claim", "1", "above 2", "**no**: only 1")]
+
+
+def test_the_report_counts_the_expectations_that_fail():
+    rows = ex.naive_softmax_nans(d_values=(1024, 4096), seeds=(0,))  # 256 queries, as in full
+    text = suite._key_numbers(rows)
+    assert "holds?" in text and "All 3 expectations hold in this run." in text
+    flipped = [dict(r, nan_row_fraction=0.5) if r["scaling"] == "sqrt" else r for r in rows]
+    text = suite._key_numbers(flipped)
+    assert "2 of 3 expectations hold in this run; the 1 that do not are marked **no**" in text
+    assert "| NaN rows, float32, scaled (worst d) | 50% |" in text
+
+
+def test_training_figure_and_section_name_every_panel():
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    rows = ex.lr_sensitivity(d_values=(16, 32), seeds=(0,), steps=3,
+                             learning_rates={"sgd": (0.1, 1.0), "adam": (1e-2, 1e-1)})
+    fig = e6_training.figure(plt, rows)
+    titles = [ax.get_title() for ax in fig.axes]
+    plt.close(fig)
+    assert [t[:4] for t in titles] == ["(a) ", "(b) ", "(c) ", "(d) "]  # one column of four
+    assert all(ax.get_position().x0 == fig.axes[0].get_position().x0 for ax in fig.axes)
+    text = e6_training.section(rows)
+    for letter, (d, opt) in zip("abcd", e6_training.panels(rows)):
+        assert f"({letter}) d = {d} with {e6_training.OPTIMIZER_NAMES[opt]}" in text
+
+
+# -- the examples in the docstrings -------------------------------------------------------
+
+
+@pytest.mark.parametrize("module", [ex, *(getattr(ex, f"e{n}_{name}") for n, name in (
+    (1, "spread"), (2, "gradients"), (3, "stepsize"), (4, "dead"), (5, "overflow"),
+    (6, "training")))], ids=lambda m: m.__name__.rsplit(".", 1)[-1])
+def test_the_docstring_examples_print_what_they_say(module):
+    failed, tried = doctest.testmod(module, verbose=False, report=True)
+    assert failed == 0 and tried >= 1
 
 
 # -- the names of the scalings --------------------------------------------------------------

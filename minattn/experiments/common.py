@@ -219,7 +219,7 @@ class Experiment:
     """One experiment of ``minattn scaling``: the parts that compute its rows, and the
     functions that turn its rows into a table (``table(rows, markdown)``), a figure
     (``figure(plt, rows)``), a report section (``section(rows)``) and key numbers
-    (``key_numbers(rows)``: (what, measured, expected) triples)."""
+    (``key_numbers(rows)``: (what, measured, expected, holds) rows)."""
 
     number: int
     slug: str

@@ -30,7 +30,19 @@ from .common import (
     tick,
 )
 from .plots import log2_axis, plot_line, series
-from .tables import KeyNumbers, average, fmt, legend, pick, pivot, prose, slope, span, times
+from .tables import (
+    KeyNumbers,
+    average,
+    fmt,
+    legend,
+    pick,
+    pivot,
+    prose,
+    slope,
+    span,
+    times,
+    within,
+)
 
 SATURATED = 0.99  # a row whose largest weight is above this is called saturated
 
@@ -51,7 +63,7 @@ def score_spread(d_values=D_VALUES, scalings=SCALINGS, seeds=(0, 1, 2), n_keys: 
 
     >>> rows = score_spread(d_values=(64,), seeds=(0,))
     >>> [round(r["score_std"], 1) for r in rows]  # sqrt, unscaled, linear
-    [1.0, 8.0, 0.1]
+    [1.0, 8.1, 0.1]
     """
     scalings = scaling_names(scalings)  # the old "none" is "unscaled"
     rows = []
@@ -99,7 +111,7 @@ def table(rows, markdown=False) -> str:
 
 
 @functools.cache
-def _unit_normal_scores(n_keys: int, n_rows: int = 8192) -> np.ndarray:
+def unit_normal_scores(n_keys: int, n_rows: int = 8192) -> np.ndarray:
     """(n_rows, n_keys) standard normal numbers from a fixed stream: the draws of the theory."""
     return np.random.default_rng([7, n_keys]).standard_normal((n_rows, n_keys))
 
@@ -112,7 +124,7 @@ def normal_scores_theory(n_keys: int, score_std: float) -> dict:
     The scores of one query are c q.k_j over the keys: given q, independent normals of spread
     c |q|, with |q| close to sqrt(d). This is that model with |q| = sqrt(d) exactly.
     """
-    probs, shifted, log_z = softmax_rows(_unit_normal_scores(n_keys) * score_std)
+    probs, shifted, log_z = softmax_rows(unit_normal_scores(n_keys) * score_std)
     entropy = log_z - (probs * shifted).sum(axis=-1)  # (rows,), as in score_spread
     return {"entropy_median": float(np.median(entropy)), "entropy_mean": float(entropy.mean()),
             "saturated_fraction": float((probs.max(axis=-1) > SATURATED).mean())}
@@ -203,7 +215,7 @@ query against every key, and the softmax of each row.
 variance is d and the scores have standard deviation c sqrt(d): sqrt(d) unscaled, 1
 scaled, 1/sqrt(d) with c = 1/d. For one query the scores over the keys are, given q,
 independent normals of spread c |q|, with |q| close to sqrt(d). The dotted theory lines of
-the figure simulate exactly that: {len(_unit_normal_scores(n))} rows of {n} independent
+the figure simulate exactly that: {len(unit_normal_scores(n))} rows of {n} independent
 normal scores of spread c sqrt(d). For a small spread sigma the entropy is close to
 ln(n) - sigma^2/2 (ln {n} - 1/2 = {math.log(n) - 0.5:.2f} nats at sigma = 1, against
 ln {n} = {math.log(n):.2f} for uniform weights and 0 for a one-hot row); once sigma is well
@@ -258,32 +270,43 @@ def key_numbers(rows) -> KeyNumbers:
     """What experiment 1 measured against what theory expects."""
     found = KeyNumbers()
     e1 = pick(rows, experiment=1)
-    if e1:
-        n = e1[0]["n_keys"]
-        for d in (512, 4096):
-            found.add(f"score std at d={d}, unscaled",
-                      average(e1, "score_std", d=d, scaling="unscaled"),
-                      f"sqrt(d) = {math.sqrt(d):.1f}")
-        found.add("score std, scaled (all d)", _range(e1, "score_std", scaling="sqrt"), "1")
-        sim = normal_scores_theory(n, math.sqrt(512))
-        found.add("median entropy at d=512, unscaled (nats)",
-                  average(e1, "entropy_median", d=512, scaling="unscaled"),
-                  f"{fmt(sim['entropy_median'])} (simulated: {n} normal scores of spread "
-                  "sqrt(d))")
-        found.add("saturated rows at d=512, unscaled",
-                  average(e1, "saturated_fraction", d=512, scaling="unscaled"),
-                  f"{fmt(sim['saturated_fraction'], '%')} (simulated)", "%")
-        found.add("median entropy, scaled (all d, nats)",
-                  _range(e1, "entropy_median", scaling="sqrt"),
-                  f"{fmt(normal_scores_theory(n, 1.0)['entropy_median'])} (simulated; "
-                  f"ln {n} - 1/2 = {math.log(n) - 0.5:.2f})")
+    if not e1:
+        return found
+    n = e1[0]["n_keys"]
+    for d in (512, 4096):
+        std = average(e1, "score_std", d=d, scaling="unscaled")
+        found.add(f"score std at d={d}, unscaled", std,
+                  f"sqrt(d) = {math.sqrt(d):.1f}, within 10%",
+                  std is not None and abs(std / math.sqrt(d) - 1) <= 0.1,
+                  note=f"{fmt(std / math.sqrt(d))} sqrt(d)" if std else "")
+    stds = _every_d(e1, "score_std", scaling="sqrt")
+    found.add("score std, scaled (all d)", span(stds) if stds else None, "1, within 10%",
+              all(abs(x - 1) <= 0.1 for x in stds), note="some d off by more than 10%")
+    sim = normal_scores_theory(n, math.sqrt(512))
+    entropy = average(e1, "entropy_median", d=512, scaling="unscaled")
+    found.add("median entropy at d=512, unscaled (nats)", entropy,
+              f"{fmt(sim['entropy_median'])} (simulated: {n} normal scores of spread "
+              "sqrt(d)), within a factor 2", within(entropy, sim["entropy_median"], 2),
+              note=f"{fmt(entropy / sim['entropy_median'], 'x')} the simulation" if entropy
+              else "")
+    saturated = average(e1, "saturated_fraction", d=512, scaling="unscaled")
+    found.add("saturated rows at d=512, unscaled", saturated,
+              f"{fmt(sim['saturated_fraction'], '%')} (simulated), within 10 points",
+              saturated is not None and abs(saturated - sim["saturated_fraction"]) <= 0.1,
+              style="%", note="more than 10 points from the simulation")
+    scaled = normal_scores_theory(n, 1.0)["entropy_median"]
+    entropies = _every_d(e1, "entropy_median", scaling="sqrt")
+    found.add("median entropy, scaled (all d, nats)", span(entropies) if entropies else None,
+              f"{fmt(scaled)} (simulated; ln {n} - 1/2 = {math.log(n) - 0.5:.2f}), within 0.1",
+              all(abs(x - scaled) <= 0.1 for x in entropies),
+              note="some d more than 0.1 nats from the simulation")
     return found
 
 
-def _range(rows, metric, **match) -> str | None:
+def _every_d(rows, metric, **match) -> list[float]:
+    """The metric's mean over seeds at every d (where the rows hold it)."""
     values = [average(rows, metric, d=d, **match) for d in sorted({r["d"] for r in rows})]
-    values = [v for v in values if v is not None]
-    return f"{fmt(min(values))} to {fmt(max(values))}" if values else None
+    return [v for v in values if v is not None]
 
 
 EXPERIMENT = Experiment(

@@ -44,7 +44,7 @@ from .common import (
     tick,
 )
 from .plots import COLORS, gmean, group_by, plot_line
-from .tables import KeyNumbers, above, fmt, format_table, pick, prose, slope
+from .tables import KeyNumbers, above, fmt, format_table, pick, prose, slope, within
 
 H_VALUES = tuple(float(10 ** (-e / 2)) for e in range(-2, 21))  # 10, 3.2, 1, ..., 1e-10
 UNIT_ROUNDOFF = {"float64": 2.0**-53, "float32": 2.0**-24, "float16": 2.0**-11}
@@ -251,16 +251,53 @@ def _curve(rows, d, s, dtype):
 
 
 def branch_slopes(rows, d, s, dtype) -> tuple[float | None, float | None]:
-    """Measured slopes of log error against log h: truncation (h from 10 times the best step
-    up to where the error passes 1e-2) and round-off (h below a tenth of the best step)."""
+    """Measured slopes of log error against log h, on each side of the bottom of the V:
+    truncation (h from 10 times the best step upwards) and round-off (h from a tenth of the
+    best step downwards), each up to where the error first passes 1e-2 (beyond it the
+    error saturates: nothing of the derivative is left)."""
     best = best_step(rows, d, s, dtype)
     if best is None:
         return None, None
     hs, mid, _, _ = _curve(rows, d, s, dtype)
-    left = [(h, e) for h, e in zip(hs, mid) if h >= 10 * best[0] and e < 1e-2]
-    right = [(h, e) for h, e in zip(hs, mid) if h <= best[0] / 10]
-    return (slope(*zip(*left)) if len(left) > 1 else None,
-            slope(*zip(*right)) if len(right) > 1 else None)
+
+    def branch(points):  # from the bottom outwards, while the error is below 1e-2
+        kept = []
+        for h, e in points:
+            if e >= 1e-2:
+                break
+            kept.append((h, e))
+        return slope(*zip(*kept)) if len(kept) > 1 else None
+
+    up = [(h, e) for h, e in zip(hs, mid) if h >= 10 * best[0]]  # hs ascending
+    down = [(h, e) for h, e in zip(hs[::-1], mid[::-1]) if h <= best[0] / 10]
+    return branch(up), branch(down)
+
+
+def _round_off_end(curves, d, dtype) -> str:
+    """What the smallest steps give in dtype: the largest error of the round-off branch, and
+    the steps at which every seed's numerical gradient is exactly 0 (error exactly 1)."""
+    mine = pick(curves, d=d, dtype=dtype)
+    hs = sorted({r["h"] for r in mine})
+    zero = []  # the smallest steps, as long as every row at them has error 1 exactly
+    for h in hs:
+        if not all(r["rel_error"] == 1.0 for r in pick(mine, h=h)):
+            break
+        zero.append(h)
+    text = ""
+    peak = max(mine, key=lambda r: r["rel_error"])
+    if peak["rel_error"] > 1:
+        text += (f" Towards small h the error passes 1, up to {fmt(peak['rel_error'])} (worst "
+                 f"seed, h = {fmt(peak['h'])}, {names_of(peak['scaling'])}): the numerical "
+                 "gradient is then mostly round-off.")
+    if zero:
+        text += (f" For h up to {fmt(zero[-1])} the perturbed forward passes come out the same "
+                 f"in {dtype}, for every seed and scaling: the numerical gradient is 0 and the "
+                 "error exactly 1.")
+    return text
+
+
+def names_of(scaling: str) -> str:
+    return {"sqrt": "scaled", "unscaled": "unscaled", "linear": "c = 1/d"}[scaling]
 
 
 def figure(plt, rows):
@@ -295,7 +332,7 @@ def figure(plt, rows):
         ax.set_title(f"({letter}) {dtype}, d = {d}: truncation (left) meets round-off (right)\n"
                      "star: best measured h; dotted: theory (3u)^(1/3) / c")
         if letter == "a":  # (c) repeats the colours; in (b) a legend would hide the V
-            ax.legend(title="scale c", loc="upper center")
+            ax.legend(title="scale c", loc="upper right")
 
     ax = axes[-1]
     scalings = scalings_in(checks)
@@ -327,7 +364,7 @@ def section(rows) -> str:
     ds = sorted({r["d"] for r in curves})
     d = 64 if 64 in ds else ds[-1]
     sc = scalings_in(curves)
-    names = {"sqrt": "scaled", "unscaled": "unscaled", "linear": "c = 1/d"}
+    names = {s: names_of(s) for s in sc}
     u = {t: UNIT_ROUNDOFF[t] for t in ("float64", "float32")}
     h_th = {t: best_step_theory(t) for t in u}
     e_th = {t: best_error_theory(t) for t in u}
@@ -356,6 +393,7 @@ def section(rows) -> str:
         if edge:
             text += (f" The best h of {', '.join(edge)} is at the edge of the sweep: the true "
                      "bottom may lie beyond it.")
+        text += _round_off_end(curves, d, dtype)
         panels.append(text)
     compare = []
     if {"sqrt", "unscaled"} <= set(sc):
@@ -368,7 +406,9 @@ def section(rows) -> str:
             compare.append(f"in {dtype} the unscaled bottom sits at {where} h (the scaled "
                            f"one's times {fmt(hb['unscaled'][0] / hb['sqrt'][0])}) and "
                            f"{height} (error times {fmt(hb['unscaled'][1] / hb['sqrt'][1])})")
-    compare_text = ("Comparing the two: " + "; ".join(compare) + ".") if compare else ""
+    compare_text = (f"Comparing unscaled with scaled (theory: best h times 1/sqrt(d) = "
+                    f"{fmt(1 / math.sqrt(d))}, the same error): " + "; ".join(compare) + "."
+                    ) if compare else ""
     checks = pick(rows, kind="gradcheck")
     check_text = ""
     if checks:
@@ -424,15 +464,24 @@ def key_numbers(rows) -> KeyNumbers:
                 continue
             theory = best_step_theory(dtype, pick(curves, d=d, scaling=s)[0]["scale"])
             found.add(f"best h, {dtype}, d={d}, {s}", best[0],
-                      f"about {theory:.0e}" + (" = (3u)^(1/3)" if s == "unscaled" else
-                                               " = (3u)^(1/3) sqrt(d)"))
+                      f"{theory:.0e} = (3u)^(1/3)" + ("" if s == "unscaled" else " sqrt(d)")
+                      + ", within 10x", within(best[0], theory, 10),
+                      note=f"{fmt(best[0] / theory, 'x')} the theory")
+            error = best_error_theory(dtype)
             found.add(f"best error, {dtype}, d={d}, {s}", best[1],
-                      f"about {best_error_theory(dtype):.1e} = u^(2/3)")
+                      f"{error:.1e} = u^(2/3), within 10x", within(best[1], error, 10),
+                      note=f"{fmt(best[1] / error, 'x')} the theory")
         checks = pick(rows, experiment=3, kind="gradcheck", dtype=dtype)
         if checks:
-            found.add(f"ma.gradcheck passes, {dtype}",
-                      f"{sum(r['passed'] for r in checks)}/{len(checks)}",
-                      "all" if dtype == "float64" else "few or none")
+            passed = sum(r["passed"] for r in checks)
+            if dtype == "float64":
+                expected, holds = "all", passed == len(checks)
+            else:
+                noise = UNIT_ROUNDOFF["float32"] / TORCH_TOLERANCES["eps"]
+                expected = (f"none: round-off u/eps = {fmt(noise, '%')} is above rtol = "
+                            f"{fmt(TORCH_TOLERANCES['rtol'], '%')}")
+                holds = passed == 0
+            found.add(f"ma.gradcheck passes, {dtype}", f"{passed}/{len(checks)}", expected, holds)
     return found
 
 

@@ -24,8 +24,9 @@ def terminal_table(number: int, rows) -> str:
     return TABLES[number](upgrade_rows(rows), markdown=False)
 
 
-def key_numbers(rows) -> list[tuple[str, str, str]]:
-    """(what, measured, expected) for the claims of the issue that these rows can check."""
+def key_numbers(rows) -> list[tuple[str, str, str, str]]:
+    """(what, measured, expected, holds) for the claims of the issue that these rows can
+    check; holds is "yes", or "**no**" and what the rows show instead."""
     rows = upgrade_rows(rows)
     return [found for e in EXPERIMENTS for found in e.key_numbers(rows)]
 
@@ -77,7 +78,13 @@ def _kernels(config) -> str:
     why = (f" Experiment{'s' if len(plain) > 1 else ''} {_and(plain)} always "
            f"run{'' if len(plain) > 1 else 's'} on plain kernels: "
            f"{BY_NUMBER[plain[0]].plain_kernels_why}." if plain else "")
-    return f"Kernels (`minattn.kernels.use`): {said}.{why}"
+    fast = groups.get("fast", [])
+    rerun = (f" The fast kernels' compiled twins are held equal to the plain code up to "
+             f"rounding (tests/kernels), so a rerun's rows of experiment"
+             f"{'s' if len(fast) > 1 else ''} {_and(fast)} can differ from these in the last "
+             "bits" + (f"; those of experiment{'s' if len(plain) > 1 else ''} {_and(plain)} "
+                       "come out the same, bit for bit" if plain else "") + "." if fast else "")
+    return f"Kernels (`minattn.kernels.use`): {said}.{why}{rerun}"
 
 
 def _and(numbers) -> str:
@@ -85,7 +92,7 @@ def _and(numbers) -> str:
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
 
 
-def _setup(config, timings) -> str:
+def _setup(rows, config, timings) -> str:
     import numpy
 
     from .. import __version__
@@ -101,18 +108,23 @@ def _setup(config, timings) -> str:
     if quick:
         text += ["", "> This is the **quick** version: one or two seeds and small samples, for "
                  "a first look. `minattn scaling` runs the full sweep in a few minutes."]
-    text += ["", prose("""
+    ds = sorted({r["d"] for r in rows})
+    text += ["", prose(f"""
 Attention scores a query q against each key k with s = c q.k, turns each row of scores
 into weights p = softmax(s), and returns the weighted sum of the values. The experiments
-compare three choices of the factor c, for q and k of dimension d from 16 to 4096:"""), "",
+compare three choices of the factor c, for q and k of dimension d from {ds[0]} to
+{ds[-1]}:"""), "",
              "| scaling (in results.json) | c | |", "|---|---|---|",
              "| `sqrt` | 1/sqrt(d) | the standard (Vaswani et al. 2017) |",
              "| `unscaled` | 1 | no scale |", "| `linear` | 1/d | scaled too much |", "",
              prose("""
 The entries of q and k are independent, with mean 0 and variance 1: what a layer norm
-followed by a variance-preserving projection gives at initialization. Every number is an
-average over seeds; `results.json` holds every measurement, each one reproducible from its
-seed. Medians and percentiles are taken over the rows (queries) of an attention matrix."""),
+followed by a variance-preserving projection gives at initialization. A number is an
+average over seeds unless it says otherwise ("worst seed", "worst d", "every seed");
+medians and percentiles are taken over the rows (queries) of an attention matrix.
+`results.json` holds every measurement, one row each, with the seed its inputs were drawn
+from: the inputs depend on that seed alone, never on what ran before, so a rerun, a
+resumed run or a subset of the sweep computes from the same inputs."""),
              "", _kernels(config)]
     return "\n".join(text)
 
@@ -121,15 +133,25 @@ def _key_numbers(rows) -> str:
     found = key_numbers(rows)
     if not found:
         return ""
-    body = [[what, measured, expected] for what, measured, expected in found]
-    text = format_table(["quantity", "measured", "expected"], body, markdown=True)
-    return "## The key numbers\n\n" + text.replace("|---:|---:|---:|", "|:---|---:|:---|")
+    text = format_table(["quantity", "measured", "expected", "holds?"], [list(f) for f in found],
+                        markdown=True).replace("|---:|---:|---:|---:|", "|:---|---:|:---|:---|")
+    failed = [what for what, _, _, holds in found if holds != "yes"]
+    if failed:
+        summary = (f"{len(found) - len(failed)} of {len(found)} expectations hold in this "
+                   f"run; the {len(failed)} that do not are marked **no**, with what the rows "
+                   "show instead.")
+    else:
+        summary = f"All {len(found)} expectations hold in this run."
+    return ("## The key numbers\n\n" + prose("""
+Each expected value is a theory value, with the tolerance it is held to, or a condition;
+the last column says whether the measured value meets it.""") + "\n\n" + text + "\n\n"
+            + summary)
 
 
 def markdown_report(rows, figures: dict, config: dict, timings: dict) -> str:
     """The whole report.md, for the experiments present in rows."""
     rows = upgrade_rows(rows)  # rows saved by an earlier minattn may say "none"
-    parts = [_setup(config, timings)]
+    parts = [_setup(rows, config, timings)]
     key = _key_numbers(rows)
     if key:
         parts.append(key)

@@ -101,12 +101,30 @@ def prose(text: str) -> str:
 
 
 class KeyNumbers(list):
-    """(what, measured, expected) triples: the claims of the issue that the rows can check."""
+    """(what, measured, expected, holds) rows: the claims of the issue that the rows can check.
 
-    def add(self, what: str, value, expected: str, style: str = "g") -> None:
-        """Add a claim, its value formatted; a value the rows do not hold (None) is left out."""
-        if value is not None:
-            self.append((what, value if isinstance(value, str) else fmt(value, style), expected))
+    Every expectation is a theory value with a stated tolerance, or a condition, and
+    ``holds`` says whether the measured value meets it: "yes", or "**no**" followed by what
+    the rows say instead, so that the report never prints a contradicted claim as if it held.
+    """
+
+    def add(self, what: str, value, expected: str, holds: bool, *, style: str = "g",
+            note: str = "") -> None:
+        """Add a claim, its value formatted; a value the rows do not hold (None) is left out.
+        ``note`` says, for a claim that does not hold, what the rows show instead."""
+        if not isinstance(holds, (bool, np.bool_)):
+            raise TypeError(f"holds must be True or False, not {holds!r}: the check of {what!r}")
+        if value is None:
+            return
+        verdict = "yes" if holds else "**no**" + (f": {note}" if note else "")
+        self.append((what, value if isinstance(value, str) else fmt(value, style), expected,
+                     verdict))
+
+
+def within(value, target, factor: float) -> bool:
+    """value is within a factor of target (both positive): target / factor <= value <=
+    target * factor."""
+    return value is not None and target / factor <= value <= target * factor
 
 
 # -- words chosen from the numbers ----------------------------------------------------------------

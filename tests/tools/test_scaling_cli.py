@@ -53,6 +53,18 @@ def test_report_has_a_section_and_a_figure_per_experiment(quick_run):
     assert "quick" in report
 
 
+def test_every_key_number_says_whether_it_holds(quick_run):
+    report = (quick_run / "report.md").read_text()
+    table = report.split("## The key numbers")[1].split("\n## ")[0]
+    lines = [line for line in table.splitlines() if line.startswith("| ")][1:]  # no header
+    assert lines, "no key numbers"
+    verdicts = [line.rsplit("|", 2)[1].strip() for line in lines]
+    assert all(v == "yes" or v.startswith("**no**") for v in verdicts), verdicts
+    failed = sum(v != "yes" for v in verdicts)
+    assert (f"All {len(lines)} expectations hold" in table if failed == 0 else
+            f"{len(lines) - failed} of {len(lines)} expectations hold" in table)
+
+
 def test_an_earlier_run_is_kept(tmp_path):
     out = tmp_path / "scaling"
     assert scaling("--quick", "--only", "1", "--out", out) == 0
