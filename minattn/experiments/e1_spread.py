@@ -257,9 +257,12 @@ several units and the row is nearly one-hot."""]
         means.append("Without the scale, a wider model has sharper attention before it has "
                      "learned anything: random noise in q and k decides which key wins, and "
                      "(experiment 2) such rows pass almost no gradient back.")
-    means.append("With 1/sqrt(d) the spread, and with it the entropy, is the same at every "
-                 "width.")
-    if "linear" in sc:
+    stds, entropies = every_d("score_std", "sqrt"), every_d("entropy_median", "sqrt")
+    if all(abs(x - 1) <= 0.1 for x in stds) and max(entropies) - min(entropies) <= 0.1:
+        means.append("With 1/sqrt(d) the spread (within 10% of 1), and with it the entropy "
+                     "(within 0.1 nats), is the same at every width.")
+    if "linear" in sc and at("entropy_median", big, "linear") > at("entropy_median", small,
+                                                                    "linear"):
         means.append("Dividing by d overshoots: the spread shrinks as 1/sqrt(d) and the rows "
                      "approach uniform weights, unable to prefer any key.")
     text.append(" ".join(means))

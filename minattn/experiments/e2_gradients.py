@@ -251,7 +251,8 @@ A row of dq comes from one row of dS, a row of dk from one column: the sum over 
                      "and the few that still have a near-tie on that key keep it alive, while a "
                      "row of dq has only its own row of the softmax.")
     text.append(" ".join(shows))
-    text.append(f"""
+    if "unscaled" in sc and q0 > 1 > q1:  # what the next paragraph explains
+        text.append(f"""
 **Why unscaled gradients are larger at small d, and die at large d.** Two factors meet
 in dq = c (J dP) K. The first is c: unscaled, it is 1 instead of 1/sqrt(d), and the rows
 of K have length about sqrt(d), so for the same J dP the unscaled gradient is sqrt(d)
@@ -262,8 +263,7 @@ factor wins; as d grows the exponential wins and the typical row passes almost n
 back. A few rows still have two keys nearly tied: there J is as large as it gets, and the
 missing 1/sqrt(d) makes their gradient large. Most rows dead, a few large: the
 distribution is heavy-tailed, and its mean hides the dead majority, which is why the
-table and the figure show medians and percentiles. In training, most queries would learn
-nothing while a few take large, erratic steps.""")
+table and the figure show medians and percentiles.""")
     return prose("\n\n".join(text))
 
 
