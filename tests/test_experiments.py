@@ -259,6 +259,11 @@ def test_training_key_number_says_when_the_unscaled_head_never_trains():
     assert e6_training.key_numbers(rows)[0][3] == "**no**: only 1.25x"
 
 
+def test_percentages_of_a_small_share_never_read_zero():
+    fmt = ex.tables.fmt
+    assert [fmt(x, "%") for x in (0, 1.2e-5, 0.0062, 0.5)] == ["0%", "0.0012%", "0.62%", "50%"]
+
+
 def test_a_key_number_must_say_whether_it_holds():
     found = ex.tables.KeyNumbers()
     with pytest.raises(TypeError, match="holds must be True or False"):

@@ -45,8 +45,8 @@ def fmt(x, style: str = "g") -> str:
     """Numbers for tables: '-' for missing, percentages, or 3 significant digits."""
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "-"
-    if style == "%":
-        return f"{100 * x:.0f}%" if x == 0 or x >= 0.01 or x == 1 else f"{100 * x:.2f}%"
+    if style == "%":  # two significant digits below 1%, so that a small share never reads 0%
+        return f"{100 * x:.0f}%" if x == 0 or x >= 0.01 else f"{100 * x:.2g}%"
     if style == "x":
         return "inf" if math.isinf(x) else f"{x:.3g}x"
     if x == 0:
