@@ -6,7 +6,7 @@
 # `minattn.experiments` that return plain rows of numbers. This lesson calls them at a
 # small size and reads the results, for three choices of the factor $c$ in
 # $\operatorname{softmax}(c\, Q K^\top)$: the standard $c = 1/\sqrt{d}$ (`"sqrt"`),
-# none at all (`"none"`, $c = 1$), and too much (`"linear"`, $c = 1/d$). Four questions:
+# no scale at all (`"unscaled"`, $c = 1$), and too much (`"linear"`, $c = 1/d$). Four questions:
 # how spread out are the scores, how much gradient passes through the softmax, do
 # gradient checks still work, and does the model train?
 
@@ -56,7 +56,7 @@ table(pick(spread, seed=0), ["d", "scaling", "score_std", "score_std_theory", "e
 
 check("the score spread is c sqrt(d) for every d and scaling (worst relative error)",
       max(abs(r["score_std"] / r["score_std_theory"] - 1) for r in spread), 0.1)
-unscaled_sat = [r["saturated_fraction"] for r in pick(spread, seed=0, scaling="none")]
+unscaled_sat = [r["saturated_fraction"] for r in pick(spread, seed=0, scaling="unscaled")]
 print("unscaled, saturated rows by d:", [f"{s:.0%}" for s in unscaled_sat])
 expect("without the scale, the share of saturated rows grows with d and passes one half",
        unscaled_sat[-1] > 0.5 and unscaled_sat[-1] >= unscaled_sat[0])
@@ -80,7 +80,7 @@ table(pick(flow, seed=0), ["d", "scaling", "jacobian_fro_median", "grad_q_median
 
 jac = {(r["d"], r["scaling"]): r["jacobian_fro_median"] for r in pick(flow, seed=0)}
 expect(f"unscaled, d={d_max}: the median Jacobian is over 100 times smaller than scaled",
-       jac[d_max, "none"] < jac[d_max, "sqrt"] / 100)
+       jac[d_max, "unscaled"] < jac[d_max, "sqrt"] / 100)
 check(f"1/d, d={d_max}: rows are uniform, so ||J|| is sqrt(n-1)/n",
       abs(jac[d_max, "linear"] - math.sqrt(N_KEYS - 1) / N_KEYS), 0.01)
 scaled_jac = [jac[d, "sqrt"] for d in D_VALUES]
@@ -107,7 +107,7 @@ dead = dead_gradients(d_values=dead_d, seeds=(0,), n_queries=4 if FAST else 8, n
 table(dead, ["d", "scaling", "grad_entry_median", "bad_entry_fraction", "normwise_error"],
       ["d", "s", ".1e", ".1%", ".1e"])
 
-worst = pick(dead, d=dead_d[-1], scaling="none")[0]
+worst = pick(dead, d=dead_d[-1], scaling="unscaled")[0]
 expect(f"unscaled, d={dead_d[-1]}: {worst['bad_entry_fraction']:.0%} of the entries of dq "
        "look wrong entry by entry (more than a tenth)", worst["bad_entry_fraction"] > 0.1)
 check(f"unscaled, d={dead_d[-1]}: yet the gradient as a whole is right (norm-wise error)",
@@ -141,8 +141,8 @@ for d in train_d:
             best = {r["scaling"]: r["best_loss"] for r in pick(sweeps, d=d, seed=seed,
                                                                optimizer=optimizer)}
             expect(f"d={d}, {optimizer}, seed {seed}: the scaled head reaches a lower loss "
-                   f"({best['sqrt']:.2e} vs {best['none']:.2e} unscaled)",
-                   best["sqrt"] < best["none"])
+                   f"({best['sqrt']:.2e} vs {best['unscaled']:.2e} unscaled)",
+                   best["sqrt"] < best["unscaled"])
 
 # %% [markdown]
 # With the scale, the head learns the task at some learning rate in the sweep. Without

@@ -7,7 +7,7 @@ those rows (``minattn scaling`` runs everything).
 >>> from minattn.experiments import score_spread
 >>> rows = score_spread(d_values=(64, 512), seeds=(0,))
 >>> [(r["d"], r["scaling"], round(r["entropy_median"], 2)) for r in rows][:2]
-[(64, 'sqrt', 4.38), (64, 'none', 0.69)]
+[(64, 'sqrt', 4.39), (64, 'unscaled', 0.57)]
 
 One module per experiment holds its computation, its table, its figure and its section of
 report.md (``e1_spread`` to ``e6_training``); ``common``, ``tables`` and ``plots`` hold

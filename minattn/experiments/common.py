@@ -10,29 +10,84 @@ draws. The arrays then move to the device, where the math runs through ``xp``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
-from .. import backend
+from .. import backend, kernels
 
-SCALINGS = ("sqrt", "none", "linear")
+SCALINGS = ("sqrt", "unscaled", "linear")  # c = 1/sqrt(d), c = 1, c = 1/d
 D_VALUES = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
-SCALING_LABELS = {"sqrt": "1/sqrt(d) (standard)", "none": "1 (unscaled)",
+SCALING_LABELS = {"sqrt": "1/sqrt(d) (standard)", "unscaled": "1 (unscaled)",
                   "linear": "1/d (over-scaled)"}
+OLD_NAMES = {"none": "unscaled"}  # what c = 1 was called before the one vocabulary
+RENAMED = ('scaling "none" is now called "unscaled" (c = 1); beware that `minattn train` used '
+           '"none" for the default 1/sqrt(d), which is "sqrt" here')
+
+
+def scaling_name(scaling: str, warn: bool = True) -> str:
+    """The current name of a scaling: the old "none" becomes "unscaled" (with a
+    DeprecationWarning when ``warn``); every other name is returned as it is."""
+    if scaling in OLD_NAMES:
+        if warn:
+            warnings.warn(RENAMED, DeprecationWarning, stacklevel=3)
+        return OLD_NAMES[scaling]
+    return scaling
+
+
+def scaling_names(scalings) -> tuple[str, ...]:
+    """scaling_name of each, checked: a tuple of names from SCALINGS."""
+    names = tuple(scaling_name(s) for s in scalings)
+    for s in names:
+        if s not in SCALINGS:
+            raise ValueError(f"unknown scaling {s!r}: expected one of {SCALINGS}")
+    return names
+
+
+def upgrade_rows(rows: list[dict]) -> list[dict]:
+    """Rows saved by an earlier minattn, with today's names: "scaling": "none" becomes
+    "unscaled". New dicts; the rows given (and any file they came from) are left alone."""
+    return [dict(r, scaling=OLD_NAMES[r["scaling"]]) if r.get("scaling") in OLD_NAMES
+            else r for r in rows]
 
 
 def scale_for(scaling: str, d: int) -> float:
-    """The factor on q.k: 1/sqrt(d) for "sqrt", 1 for "none", 1/d for "linear"."""
+    """The factor on q.k: 1/sqrt(d) for "sqrt", 1 for "unscaled", 1/d for "linear"."""
+    scaling = scaling_name(scaling)
     if scaling == "sqrt":
         return 1 / math.sqrt(d)
-    if scaling == "none":
+    if scaling == "unscaled":
         return 1.0
     if scaling == "linear":
         return 1 / d
     raise ValueError(f"unknown scaling {scaling!r}: expected one of {SCALINGS}")
+
+
+PLAIN_KERNELS_WHY = (
+    "numba's row softmax and its backward (the fast CPU kernels) round the last bit of some "
+    "float64 results differently when freshly compiled and when loaded from numba's on-disk "
+    "cache, so a gradient check about the last bits would differ between a first run and the "
+    "next; the plain NumPy twins give the same bits on every run")
+
+
+def plain_kernels() -> str:
+    """The kernels for an experiment whose rows must come out bit for bit the same on every
+    run: the NumPy twins ("numpy"), or the plain reference when that is already in use."""
+    return "reference" if kernels.mode() == "reference" else "numpy"
+
+
+def on_plain_kernels(fn):
+    """fn, run with ``kernels.use(plain_kernels())``: its rows are the same on every run."""
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        with kernels.use(plain_kernels()):
+            return fn(*args, **kwargs)
+
+    return run
 
 
 def generator(experiment: int, d: int, seed: int) -> np.random.Generator:
@@ -164,7 +219,7 @@ class Experiment:
     """One experiment of ``minattn scaling``: the parts that compute its rows, and the
     functions that turn its rows into a table (``table(rows, markdown)``), a figure
     (``figure(plt, rows)``), a report section (``section(rows)``) and key numbers
-    (``key_numbers(rows)``: (what, measured, expected) triples)."""
+    (``key_numbers(rows)``: (what, measured, expected, holds) rows)."""
 
     number: int
     slug: str
@@ -177,12 +232,18 @@ class Experiment:
     figure_note: str  # the figure's alt text in report.md
     section: object
     key_numbers: object
+    plain_kernels_why: str = ""  # why it runs on the NumPy twins (plain_kernels); "": as set
+
+    def kernels(self) -> str:
+        """The kernels its rows are computed with: "fast", "numpy" or "reference"."""
+        return plain_kernels() if self.plain_kernels_why else kernels.mode()
 
     def units(self, quick: bool) -> int:
         return sum(part.units(quick) for part in self.parts)
 
     def run(self, quick: bool, device: str = "cpu", progress=None) -> list[dict]:
         rows = []
-        for part in self.parts:
-            rows += part.fn(**part.params(quick), device=device, progress=progress)
+        with kernels.use(self.kernels()):
+            for part in self.parts:
+                rows += part.fn(**part.params(quick), device=device, progress=progress)
         return rows

@@ -2,9 +2,9 @@
 
 softmax(s) = exp(s) / sum exp(s) is the same for s and s - max(s), but exp overflows to inf
 beyond about 11 in float16, 88 in float32 and 709 in float64; then inf / inf = NaN. Unscaled
-scores have spread sqrt(d), so their largest value over 128 keys is near 2.6 sqrt(d): past
-88 from about d = 1200. Subtracting the max makes every exponent <= 0, so nothing can
-overflow, whatever the scale.
+scores have spread sqrt(d), so their largest value over 128 keys is near 2.6 sqrt(d)
+(``expected_max``): past 88 from about d = 1200. Subtracting the max makes every exponent
+<= 0, so nothing can overflow, whatever the scale.
 
 Flash attention never holds a whole row: it keeps a running max and rescales its sums by
 exp(m_old - m_new) when the max grows (the online softmax). Here its NumPy reference
@@ -12,6 +12,8 @@ exp(m_old - m_new) when the max grows (the online softmax). Here its NumPy refer
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -29,6 +31,7 @@ from .common import (
     make_row,
     quiet_overflow,
     scale_for,
+    scaling_names,
     scalings_in,
     tick,
 )
@@ -68,11 +71,12 @@ def naive_softmax_nans(d_values=D_VALUES, scalings=SCALINGS,
     differs between dtypes is the softmax itself. Rows hold nan_row_fraction (naive),
     nan_row_fraction_stable (max subtracted, always 0) and max_score (the largest score).
 
-    >>> rows = naive_softmax_nans(d_values=(4096,), scalings=("sqrt", "none"),
+    >>> rows = naive_softmax_nans(d_values=(4096,), scalings=("sqrt", "unscaled"),
     ...                           dtypes=("float32",), seeds=(0,))
     >>> [r["nan_row_fraction"] for r in rows]
     [0.0, 1.0]
     """
+    scalings = scaling_names(scalings)  # the old "none" is "unscaled"
     rows = []
     for d in d_values:
         for seed in seeds:
@@ -103,6 +107,7 @@ def flash_agreement(d_values=D_VALUES, scalings=SCALINGS, seeds=(0, 1, 2), n_key
     With 256 keys in blocks of 64, each row's running max is updated and its sums rescaled
     up to four times; the relative error is measured against the largest output entry.
     """
+    scalings = scaling_names(scalings)  # the old "none" is "unscaled"
     rows = []
     for d in d_values:
         for seed in seeds:
@@ -134,7 +139,7 @@ def table(rows, markdown=False) -> str:
     for dtype in ("float32", "float16", "float64"):
         for s in sc:
             if s != "linear" and pick(naive, dtype=dtype, scaling=s) and \
-                    (s == "none" or dtype == "float32"):
+                    (s == "unscaled" or dtype == "float32"):
                 cols.append((f"NaN {dtype.replace('float', 'f')} {s}", "nan_row_fraction", s,
                              "%", False, dict(kind="naive_softmax", dtype=dtype)))
     flash = pick(rows, experiment=5, kind="flash")
@@ -152,7 +157,7 @@ def table(rows, markdown=False) -> str:
             line.append(fmt(value, style))
         body.append(line)
     text = format_table(["d"] + [c[0] for c in cols], body, markdown) + legend(
-        "NaN f32 none: fraction of rows with NaN from a softmax without max subtraction, in "
+        "NaN f32 unscaled: fraction of rows with NaN from a softmax without max subtraction, in "
         "float32, unscaled (f16, f64: float16, float64); flash: largest difference between "
         "flash and dense attention in float64, relative to the largest output", markdown)
     stable = [r["nan_row_fraction_stable"] for r in naive]
@@ -162,42 +167,74 @@ def table(rows, markdown=False) -> str:
     return text
 
 
+def _normal_cdf(x):
+    """Phi(x) for an array x."""
+    erf = np.frompyfunc(math.erf, 1, 1)
+    return 0.5 * (1 + np.asarray(erf(np.asarray(x, dtype=np.float64) / math.sqrt(2)), float))
+
+
+def exp_limit(dtype: str) -> float:
+    """ln of the largest finite number of dtype: exp overflows beyond it (88.7 in float32)."""
+    return math.log(float(np.finfo(dtype).max))
+
+
+def nan_row_theory(n_keys: int, score_std: float, dtype: str) -> float:
+    """1 - Phi(t / sigma)^n: the chance that one of n independent normal scores of spread
+    sigma passes t = exp_limit(dtype), so that exp overflows and the row is NaN."""
+    return float(1 - _normal_cdf(exp_limit(dtype) / score_std) ** n_keys)
+
+
+def expected_max(n: int) -> float:
+    """E[max of n standard normals] = integral of x n phi(x) Phi(x)^(n-1), on a grid."""
+    x = np.linspace(-8, 8, 4001)
+    density = n * np.exp(-x * x / 2) / math.sqrt(2 * math.pi) * _normal_cdf(x) ** (n - 1)
+    return float((x * density).sum() * (x[1] - x[0]))
+
+
 def figure(plt, rows):
-    """NaN rows without the max subtracted, and flash against dense, against d."""
+    """NaN rows without the max subtracted, and flash against dense, against d, stacked."""
     naive = [r for r in rows if r.get("kind") == "naive_softmax"]
     flash = [r for r in rows if r.get("kind") == "flash"]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.9))
+    fig, axes = plt.subplots(2, 1, figsize=(6.4, 7.6))
     xs_all = sorted({r["d"] for r in rows})
     ax = axes[0]
     styles = {"float16": ":", "float32": "-", "float64": "--"}
+    n = naive[0]["n_keys"] if naive else 128
+    theory_label = "theory"  # on the first theory line only
     for dtype in ("float16", "float32", "float64"):
-        if any(r["dtype"] == dtype and r["scaling"] == "none" for r in naive):
-            xs, ys = series(naive, "none", "nan_row_fraction", dtype=dtype)
-            plot_line(ax, xs, ys, "none", label=f"unscaled, {dtype}", ls=styles[dtype],
+        if any(r["dtype"] == dtype and r["scaling"] == "unscaled" for r in naive):
+            xs, ys = series(naive, "unscaled", "nan_row_fraction", dtype=dtype)
+            never = not ys.any()  # then it lies at 0, under the scaled lines
+            plot_line(ax, xs, ys, "unscaled", ls=styles[dtype],
+                      label=f"unscaled, {dtype}" + (" (none: at 0)" if never else ""),
                       lw=2.2 if dtype == "float32" else 1.2)
+            ax.plot(xs, [nan_row_theory(n, math.sqrt(x), dtype) for x in xs], color="k",
+                    ls=":", lw=1.6, zorder=4, label=theory_label)
+            theory_label = None
     for s in ("sqrt", "linear"):
         if any(r["scaling"] == s for r in naive):
             xs, ys = series(naive, s, "nan_row_fraction", reduce=max)
             plot_line(ax, xs, ys, s, label=f"{SCALING_LABELS[s].split(' ')[0]}, every dtype")
-    ax.set_ylim(-0.03, 1.03)
+    ax.set_ylim(-0.04, 1.04)
     ax.set_ylabel("fraction of rows with NaN")
-    ax.set_title("softmax without subtracting the max\n(with the max subtracted: no NaN "
-                 "anywhere)")
-    ax.legend(fontsize=7.5, loc="center right")
+    ax.set_title("(a) softmax without subtracting the max (dotted: theory, normal scores;\n"
+                 "with the max subtracted: no NaN anywhere)")
+    # between the float16 curve (up at d >= 64) and the float32 one (up from d = 1024)
+    ax.legend(loc="center", bbox_to_anchor=(0.44, 0.5))
     log2_axis(ax, xs_all)
 
     ax = axes[1]
     for s in scalings_in(flash):
         xs, ys = series(flash, s, "flash_max_error", reduce=max)
         plot_line(ax, xs, np.maximum(ys, 1e-18), s)
-    ax.axhline(1e-14, color="k", ls=":", lw=1)
-    ax.axhline(2.0**-52, color="k", ls="--", lw=0.8)
-    ax.text(xs_all[0], 1.3e-14, "1e-14", fontsize=8)
-    ax.text(xs_all[0], 2.0**-52 * 1.3, "float64 epsilon", fontsize=8)
+    ax.axhline(1e-14, color="k", ls=":", lw=1.2, zorder=4)
+    ax.axhline(2.0**-52, color="k", ls="--", lw=1, zorder=4)
+    ax.text(xs_all[0], 1.3e-14, "1e-14", fontsize=9)
+    ax.text(xs_all[0], 2.0**-52 * 1.3, "float64 epsilon", fontsize=9)
     ax.set_yscale("log")
     ax.set_ylim(1e-18, 1e-12)
     ax.set_ylabel("max |flash - dense| / max |dense|")
-    ax.set_title("Flash attention (online softmax) vs dense, float64\n(worst seed)")
+    ax.set_title("(b) Flash attention (online softmax) against dense, float64 (worst seed)")
     ax.legend(title="scale c", loc="upper right")
     log2_axis(ax, xs_all)
     return fig
@@ -208,44 +245,85 @@ def section(rows) -> str:
     naive = pick(rows, kind="naive_softmax")
     flash = pick(rows, kind="flash")
     ds = sorted({r["d"] for r in naive})
+    n = naive[0]["n_keys"]
+    limits = {t: exp_limit(t) for t in ("float16", "float32", "float64")}
+    top = expected_max(n)
 
     def first(dtype):
-        return next((d for d in ds if (average(naive, "nan_row_fraction", d=d, scaling="none",
-                                               dtype=dtype) or 0) > 0), None)
+        return next((d for d in ds if (average(naive, "nan_row_fraction", d=d,
+                                               scaling="unscaled", dtype=dtype) or 0) > 0), None)
 
+    def starts(dtype):
+        d = first(dtype)
+        return f"start at d = {d}" if d else f"never appear up to d = {ds[-1]}"
+
+    d32 = first("float32")
+    predicted = ""
+    if d32:
+        nan = average(naive, "nan_row_fraction", d=d32, scaling="unscaled", dtype="float32")
+        predicted = (f" ({fmt(nan, '%')} of them; theory "
+                     f"{fmt(nan_row_theory(n, math.sqrt(d32), 'float32'), '%')})")
+    at_big = average(naive, "nan_row_fraction", d=ds[-1], scaling="unscaled", dtype="float32")
+    scaled_nan = max((r["nan_row_fraction"] for r in naive if r["scaling"] != "unscaled"),
+                     default=0)
+    scaled_top = max((r["max_score"] for r in naive if r["scaling"] == "sqrt"), default=None)
+    stable = max((r["nan_row_fraction_stable"] for r in naive), default=0)
+    scaled_words = (f"Scaled scores never overflow: the largest of them is {fmt(scaled_top)}"
+                    if scaled_nan == 0 else
+                    f"Even scaled or with c = 1/d, up to {fmt(scaled_nan, '%')} of the rows "
+                    "overflow")
+    stable_words = ("with the max subtracted no row is NaN anywhere, scaled or not" if stable == 0
+                    else f"even with the max subtracted, up to {fmt(stable, '%')} of the rows "
+                    "are NaN")
     worst = max((r["flash_max_error"] for r in flash), default=None)
-    at_big = average(naive, "nan_row_fraction", d=ds[-1], scaling="none", dtype="float32")
+    flash_words = ""
+    if worst is not None:
+        eps = float(np.finfo(np.float64).eps)
+        flash_words = (f" In float64 it agrees with the dense softmax to {fmt(worst)} of the "
+                       f"largest output ({worst / eps:.0f} times float64's epsilon) at worst, "
+                       "unscaled included: "
+                       + ("rescaling on the fly is as exact as subtracting the max up front."
+                          if worst < 1e-14 else "further from exact than the 1e-14 expected."))
     return prose(f"""
 softmax(s) = exp(s) / sum exp(s) does not change when the row max is subtracted from every
-score, but without it exp overflows to inf beyond about 11 in float16, 88 in float32 and
-709 in float64, and then inf / inf = NaN. The scores are computed in float64 and rounded to
-each dtype, so that only the softmax differs.
+score, but without it exp overflows to inf beyond ln(largest number): {limits['float16']:.1f}
+in float16, {limits['float32']:.1f} in float32 and {limits['float64']:.0f} in float64, and
+then inf / inf = NaN. The scores are computed in float64 and rounded to each dtype, so that
+only the softmax differs.
 
-**What the figure shows.** Left: unscaled, the largest of {naive[0]['n_keys']} scores is
-about 2.6 sqrt(d). In float32 the first NaN rows appear at d = {first('float32') or '-'},
-and at d = {ds[-1]} {fmt(at_big, '%')} of the rows are NaN; in float16 they start at
-d = {first('float16') or '-'}. Scaled scores stay within a few units and never overflow,
-and with the max subtracted no row is NaN anywhere, scaled or not. Right: flash attention
-never holds a whole row of scores. It keeps a running max m and a running sum, and
-rescales the sum by exp(m_old - m_new) whenever the max grows (the online softmax of
-Milakov & Gimelshein 2018). In float64 it agrees with the dense softmax to {fmt(worst)} of
-the largest output at every d, unscaled included: rescaling on the fly is as exact as
-subtracting the max up front.""")
+**Theory.** Unscaled, a row's scores are close to independent normals of spread sqrt(d),
+and the largest of {n} standard normals is {top:.2f} on average: the largest score of a row
+is about {top:.1f} sqrt(d), past {limits['float32']:.1f} from about
+d = {(limits['float32'] / top) ** 2:.0f}. A row is NaN when one of its scores passes the
+limit t: with probability 1 - Phi(t / (c sqrt(d)))^{n} (the dotted lines).
+
+**What the figure shows.** (a) In float32 the first unscaled NaN rows appear at
+d = {d32 or '-'}{predicted}, and at d = {ds[-1]} {fmt(at_big, '%')} of the rows are NaN; in
+float16 they {starts('float16')}, in float64 they {starts('float64')}. {scaled_words}, and
+{stable_words}. (b) Flash attention never holds a whole row of scores. It keeps a running
+max m and a running sum, and rescales the sum by exp(m_old - m_new) whenever the max grows
+(the online softmax of Milakov & Gimelshein 2018).{flash_words}""")
 
 
 def key_numbers(rows) -> KeyNumbers:
     """What experiment 5 measured against what theory expects."""
     found = KeyNumbers()
-    e5 = pick(rows, experiment=5)
-    if e5:
-        found.add("NaN rows, float32, d=4096, unscaled",
-                  average(e5, "nan_row_fraction", kind="naive_softmax", dtype="float32", d=4096,
-                          scaling="none"), "all", "%")
-        found.add("NaN rows, float32, scaled (worst d)",
-                  largest(e5, "nan_row_fraction", kind="naive_softmax", dtype="float32",
-                          scaling="sqrt"), "none", "%")
-        found.add("flash vs dense, float64 (worst case)",
-                  largest(e5, "flash_max_error", kind="flash"), "below 1e-14")
+    naive = pick(rows, experiment=5, kind="naive_softmax")
+    if naive:
+        n = naive[0]["n_keys"]
+        for d in (1024, 4096):
+            nan = average(naive, "nan_row_fraction", dtype="float32", d=d, scaling="unscaled")
+            theory = nan_row_theory(n, math.sqrt(d), "float32")
+            found.add(f"NaN rows, float32, d={d}, unscaled", nan,
+                      f"{fmt(theory, '%')} = 1 - Phi(t / sqrt(d))^{n}, within 10 points",
+                      nan is not None and abs(nan - theory) <= 0.1, style="%")
+        worst = largest(naive, "nan_row_fraction", dtype="float32", scaling="sqrt")
+        found.add("NaN rows, float32, scaled (worst d)", worst,
+                  f"none: a scaled score would be {exp_limit('float32'):.1f} standard "
+                  "deviations out", worst == 0, style="%")
+    error = largest(rows, "flash_max_error", experiment=5, kind="flash")
+    found.add("flash vs dense, float64 (worst case)", error, "below 1e-14",
+              error is not None and error < 1e-14)
     return found
 
 

@@ -14,11 +14,18 @@ import numpy as np
 
 from .common import SCALING_LABELS
 
-COLORS = {"sqrt": "#1f6fb4", "none": "#d62728", "linear": "#8c8c8c"}
-MARKERS = {"sqrt": "o", "none": "s", "linear": "^"}
-STYLE = {"font.size": 9.5, "axes.titlesize": 10.5, "axes.labelsize": 9.5, "legend.fontsize": 8.5,
+COLORS = {"sqrt": "#1f6fb4", "unscaled": "#d62728", "linear": "#7a7a7a"}
+MARKERS = {"sqrt": "o", "unscaled": "s", "linear": "^"}
+# Where two scalings give the same numbers (no saturated row, scaled or 1/d), the scaled line
+# stays visible: it is drawn on top with filled markers, 1/d dashed with larger open ones.
+LINES = {"sqrt": dict(ls="-", ms=4.5, zorder=2.6),
+         "unscaled": dict(ls="-", ms=4.5, zorder=2.5),
+         "linear": dict(ls="--", ms=7, mfc="none", mew=1.2, zorder=2.4)}
+STYLE = {"font.size": 10, "axes.titlesize": 10, "axes.labelsize": 10, "legend.fontsize": 9,
+         "legend.title_fontsize": 9, "xtick.labelsize": 9.5, "ytick.labelsize": 9.5,
          "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False,
          "axes.spines.right": False, "figure.constrained_layout.use": True}
+DPI = 110  # 6.4 in wide: about 700 px, a docs column
 
 
 def matplotlib_missing() -> str | None:
@@ -57,7 +64,7 @@ def log2_axis(ax, xs):
 
 def plot_line(ax, xs, ys, scaling, label=None, **kw):
     """One scaling's line, in its colour and marker, labelled with its name by default."""
-    style = dict(color=COLORS[scaling], marker=MARKERS[scaling], ms=4, lw=1.6)
+    style = dict(color=COLORS[scaling], marker=MARKERS[scaling], lw=1.6, **LINES[scaling])
     style.update(kw)
     ax.plot(xs, ys, label=label or SCALING_LABELS[scaling], **style)
 

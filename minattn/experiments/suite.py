@@ -11,6 +11,7 @@ import platform
 import time
 
 from . import e1_spread, e2_gradients, e3_stepsize, e4_dead, e5_overflow, e6_training, plots
+from .common import upgrade_rows
 from .tables import format_table, pick, prose
 
 EXPERIMENTS = [e1_spread.EXPERIMENT, e2_gradients.EXPERIMENT, e3_stepsize.EXPERIMENT,
@@ -20,11 +21,13 @@ TABLES = {e.number: e.table for e in EXPERIMENTS}
 
 
 def terminal_table(number: int, rows) -> str:
-    return TABLES[number](rows, markdown=False)
+    return TABLES[number](upgrade_rows(rows), markdown=False)
 
 
-def key_numbers(rows) -> list[tuple[str, str, str]]:
-    """(what, measured, expected) for the claims of the issue that these rows can check."""
+def key_numbers(rows) -> list[tuple[str, str, str, str]]:
+    """(what, measured, expected, holds) for the claims of the issue that these rows can
+    check; holds is "yes", or "**no**" and what the rows show instead."""
+    rows = upgrade_rows(rows)
     return [found for e in EXPERIMENTS for found in e.key_numbers(rows)]
 
 
@@ -43,13 +46,14 @@ def make_figures(rows: list[dict], folder, say=print) -> dict[int, str]:
     import matplotlib.pyplot as plt
 
     drawn = {}
+    rows = upgrade_rows(rows)
     for experiment in EXPERIMENTS:
         mine = [r for r in rows if r["experiment"] == experiment.number]
         if not mine:
             continue
         with plt.rc_context(plots.STYLE):
             fig = experiment.figure(plt, mine)
-            fig.savefig(f"{folder}/{experiment.figure_file}", dpi=110)
+            fig.savefig(f"{folder}/{experiment.figure_file}", dpi=plots.DPI)
             plt.close(fig)
         drawn[experiment.number] = experiment.figure_file
     return drawn
@@ -58,7 +62,37 @@ def make_figures(rows: list[dict], folder, say=print) -> dict[int, str]:
 # -- report.md: the opening, the key numbers, one section per experiment --------------------------
 
 
-def _setup(config, timings) -> str:
+def _kernels(config) -> str:
+    """Which kernels computed which experiment, and why some ran on the plain NumPy twins."""
+    numbers = config.get("experiments") or [e.number for e in EXPERIMENTS]
+    used = config.get("kernels") or {str(n): BY_NUMBER[n].kernels() for n in numbers}
+    groups = {}
+    for n in numbers:
+        groups.setdefault(used.get(str(n), "fast"), []).append(n)
+    names = {"fast": "the fast kernels (`fast`: numba where it pays off)",
+             "numpy": "the plain NumPy twins (`numpy`)",
+             "reference": "the plain reference code (`reference`)"}
+    said = "; ".join(f"experiment{'s' if len(ns) > 1 else ''} {_and(ns)} on {names[k]}"
+                     for k, ns in groups.items())
+    plain = [n for n in numbers if BY_NUMBER[n].plain_kernels_why]
+    why = (f" Experiment{'s' if len(plain) > 1 else ''} {_and(plain)} always "
+           f"run{'' if len(plain) > 1 else 's'} on plain kernels: "
+           f"{BY_NUMBER[plain[0]].plain_kernels_why}." if plain else "")
+    fast = groups.get("fast", [])
+    rerun = (f" The fast kernels' compiled twins are held equal to the plain code up to "
+             f"rounding (tests/kernels), so a rerun's rows of experiment"
+             f"{'s' if len(fast) > 1 else ''} {_and(fast)} can differ from these in the last "
+             "bits" + (f"; those of experiment{'s' if len(plain) > 1 else ''} {_and(plain)} "
+                       "come out the same, bit for bit" if plain else "") + "." if fast else "")
+    return f"Kernels (`minattn.kernels.use`): {said}.{why}{rerun}"
+
+
+def _and(numbers) -> str:
+    words = [str(n) for n in numbers]
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def _setup(rows, config, timings) -> str:
     import numpy
 
     from .. import __version__
@@ -74,18 +108,24 @@ def _setup(config, timings) -> str:
     if quick:
         text += ["", "> This is the **quick** version: one or two seeds and small samples, for "
                  "a first look. `minattn scaling` runs the full sweep in a few minutes."]
-    text += ["", prose("""
+    ds = sorted({r["d"] for r in rows})
+    text += ["", prose(f"""
 Attention scores a query q against each key k with s = c q.k, turns each row of scores
 into weights p = softmax(s), and returns the weighted sum of the values. The experiments
-compare three choices of the factor c, for q and k of dimension d from 16 to 4096:"""), "",
+compare three choices of the factor c, for q and k of dimension d from {ds[0]} to
+{ds[-1]}:"""), "",
              "| scaling (in results.json) | c | |", "|---|---|---|",
              "| `sqrt` | 1/sqrt(d) | the standard (Vaswani et al. 2017) |",
-             "| `none` | 1 | unscaled |", "| `linear` | 1/d | scaled too much |", "",
+             "| `unscaled` | 1 | no scale |", "| `linear` | 1/d | scaled too much |", "",
              prose("""
 The entries of q and k are independent, with mean 0 and variance 1: what a layer norm
-followed by a variance-preserving projection gives at initialization. Every number is an
-average over seeds; `results.json` holds every measurement, each one reproducible from its
-seed. Medians and percentiles are taken over the rows (queries) of an attention matrix.""")]
+followed by a variance-preserving projection gives at initialization. A number is an
+average over seeds unless it says otherwise ("worst seed", "worst d", "every seed");
+medians and percentiles are taken over the rows (queries) of an attention matrix.
+`results.json` holds every measurement, one row each, with the seed its inputs were drawn
+from: the inputs depend on that seed alone, never on what ran before, so a rerun, a
+resumed run or a subset of the sweep computes from the same inputs."""),
+             "", _kernels(config)]
     return "\n".join(text)
 
 
@@ -93,14 +133,25 @@ def _key_numbers(rows) -> str:
     found = key_numbers(rows)
     if not found:
         return ""
-    body = [[what, measured, expected] for what, measured, expected in found]
-    text = format_table(["quantity", "measured", "expected"], body, markdown=True)
-    return "## The key numbers\n\n" + text.replace("|---:|---:|---:|", "|:---|---:|:---|")
+    text = format_table(["quantity", "measured", "expected", "holds?"], [list(f) for f in found],
+                        markdown=True).replace("|---:|---:|---:|---:|", "|:---|---:|:---|:---|")
+    failed = [what for what, _, _, holds in found if holds != "yes"]
+    if failed:
+        summary = (f"{len(found) - len(failed)} of {len(found)} expectations hold in this "
+                   f"run; the {len(failed)} that do not are marked **no**, with what the rows "
+                   "show instead.")
+    else:
+        summary = f"All {len(found)} expectations hold in this run."
+    return ("## The key numbers\n\n" + prose("""
+Each expected value is a theory value, with the tolerance it is held to, or a condition;
+the last column says whether the measured value meets it.""") + "\n\n" + text + "\n\n"
+            + summary)
 
 
 def markdown_report(rows, figures: dict, config: dict, timings: dict) -> str:
     """The whole report.md, for the experiments present in rows."""
-    parts = [_setup(config, timings)]
+    rows = upgrade_rows(rows)  # rows saved by an earlier minattn may say "none"
+    parts = [_setup(rows, config, timings)]
     key = _key_numbers(rows)
     if key:
         parts.append(key)
@@ -128,7 +179,7 @@ def _reproduce(config) -> str:
         "    minattn scaling --resume       # continue an interrupted run",
     ]) + "\n\n" + prose("""
 `results.json` is a list of rows, one per measurement, with `experiment` (1 to 6), `d`,
-`scaling` (`sqrt`, `none`, `linear`), `dtype`, `seed` and the metrics (`score_std`,
+`scaling` (`sqrt`, `unscaled`, `linear`), `dtype`, `seed` and the metrics (`score_std`,
 `entropy_mean`, `entropy_median`, `max_weight_mean`, `saturated_fraction`,
 `jacobian_fro_median`, `grad_q_median`, `grad_q_mean`, `grad_k_median`, `h`, `rel_error`,
 `bad_entry_fraction`, `nan_row_fraction`, `lr_sensitivity`, ...). The same rows come from

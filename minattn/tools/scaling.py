@@ -16,6 +16,7 @@ import sys
 import time
 
 from ..experiments import BY_NUMBER, EXPERIMENTS, make_figures, markdown_report, terminal_table
+from ..experiments.common import upgrade_rows
 from .options import DEVICES, check_device, comma_list, out_folder
 from .runs import FolderError, RunFolder, RunLock, write_atomic, write_json
 
@@ -113,7 +114,12 @@ class Progress:
 def run(args) -> int:
     numbers = _chosen(args)
     quick = bool(args.quick)
-    config = {"quick": quick, "experiments": numbers, "device": args.device}
+    # Which kernels compute each experiment's rows (kernels.use), and why some run on the
+    # plain NumPy twins: a resumed run must use the same ones.
+    config = {"quick": quick, "experiments": numbers, "device": args.device,
+              "kernels": {str(n): BY_NUMBER[n].kernels() for n in numbers},
+              "plain_kernels_why": {str(n): BY_NUMBER[n].plain_kernels_why for n in numbers
+                                    if BY_NUMBER[n].plain_kernels_why}}
     check_device(args.device)  # these raise UsageError, before any work
     with RunLock(args.out):
         folder = RunFolder(args.out, config, resume=args.resume)
@@ -122,7 +128,9 @@ def run(args) -> int:
 
 def _run(args, numbers, quick, config, folder) -> int:
     todo = [BY_NUMBER[n] for n in numbers]
-    done = {n: folder.load(n) for n in folder.finished()}
+    # Rows saved by an earlier minattn may call c = 1 "none": read as "unscaled" (the
+    # checkpoint files themselves are not rewritten).
+    done = {n: upgrade_rows(folder.load(n)) for n in folder.finished()}
     total = sum(e.units(quick) for e in todo if e.number not in done)
     # A bar only on a terminal: in a log, the \r redraws would be noise.
     progress = Progress(total, enabled=not args.no_progress and sys.stderr.isatty())

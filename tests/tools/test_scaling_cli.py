@@ -31,7 +31,7 @@ def test_quick_run_writes_report_figures_and_rows(quick_run, capsys):
     rows = json.loads((quick_run / "results.json").read_text())
     assert {r["experiment"] for r in rows} == {1, 2, 3, 4, 5}  # training is opt-in with --quick
     assert all(REQUIRED <= set(r) for r in rows)
-    assert {r["scaling"] for r in rows} == {"sqrt", "none", "linear"}
+    assert {r["scaling"] for r in rows} == {"sqrt", "unscaled", "linear"}
 
 
 def test_rows_carry_the_metrics_the_issue_names(quick_run):
@@ -51,6 +51,18 @@ def test_report_has_a_section_and_a_figure_per_experiment(quick_run):
             assert f"]({suite.BY_NUMBER[n].figure_file})" in report
     assert "## The key numbers" in report
     assert "quick" in report
+
+
+def test_every_key_number_says_whether_it_holds(quick_run):
+    report = (quick_run / "report.md").read_text()
+    table = report.split("## The key numbers")[1].split("\n## ")[0]
+    lines = [line for line in table.splitlines() if line.startswith("| ")][1:]  # no header
+    assert lines, "no key numbers"
+    verdicts = [line.rsplit("|", 2)[1].strip() for line in lines]
+    assert all(v == "yes" or v.startswith("**no**") for v in verdicts), verdicts
+    failed = sum(v != "yes" for v in verdicts)
+    assert (f"All {len(lines)} expectations hold" in table if failed == 0 else
+            f"{len(lines) - failed} of {len(lines)} expectations hold" in table)
 
 
 def test_an_earlier_run_is_kept(tmp_path):
@@ -83,6 +95,25 @@ def test_resume_skips_finished_experiments(tmp_path, monkeypatch):
     rows = json.loads((out / "results.json").read_text())
     assert {r["experiment"] for r in rows} == {1, 5}
     assert not partial.exists()
+
+
+def test_resume_reads_rows_that_an_earlier_minattn_saved_as_none(tmp_path, monkeypatch):
+    out = tmp_path / "scaling"
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(suite.BY_NUMBER[5], "run", interrupt)
+    assert scaling("--quick", "--only", "1,5", "--out", out) == 130
+    checkpoint = tmp_path / "scaling.partial" / "checkpoints" / "experiment1.json"
+    rows = json.loads(checkpoint.read_text())
+    old = [dict(r, scaling="none") if r["scaling"] == "unscaled" else r for r in rows]
+    checkpoint.write_text(json.dumps(old))  # as minattn wrote it before the rename
+    monkeypatch.undo()
+    assert scaling("--quick", "--only", "1,5", "--out", out, "--resume") == 0
+    rows = json.loads((out / "results.json").read_text())
+    assert {r["scaling"] for r in rows if r["experiment"] == 1} == {"sqrt", "unscaled", "linear"}
+    assert "std unscaled" in (out / "report.md").read_text()  # its column is there
 
 
 def test_resume_refuses_other_settings_and_missing_runs(tmp_path, monkeypatch, capsys):
