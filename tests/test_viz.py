@@ -176,7 +176,7 @@ def test_training_curves_writes_a_png(plt, tmp_path):
              for s in range(10, 101, 10)]
     run = {"history": history, "evals": evals}
     viz.training_curves(run, path=tmp_path / "one.png")
-    viz.training_curves({"1/sqrt(d)": run, "1": run}, path=tmp_path / "two.png", target=0.99)
+    viz.training_curves({"sqrt": run, "unscaled": run}, path=tmp_path / "two.png", target=0.99)
     assert (tmp_path / "one.png").exists() and (tmp_path / "two.png").exists()
 
 

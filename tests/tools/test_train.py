@@ -321,7 +321,8 @@ def test_cli_compare_scaling(tmp_path, capsys):
     labels = ["sqrt (1/sqrt(d))", "unscaled (1)", "linear (1/d)", "0.5"]
     assert all(label in captured.out for label in labels)
     comparison = json.loads((tmp_path / "comparison.json").read_text())
-    assert [r["scale"] for r in comparison["rows"]] == labels
+    assert [r["scale_label"] for r in comparison["rows"]] == labels
+    assert [r["scale"] for r in comparison["rows"]] == ["sqrt", "unscaled", "linear", 0.5]
     names = ["scale-sqrt", "scale-unscaled", "scale-linear", "scale-0p5"]
     assert comparison["runs"] == [str(tmp_path / n) for n in names]
     for name, scale in zip(names, ("sqrt", "unscaled", "linear", 0.5)):  # quick: d = 16
@@ -333,7 +334,8 @@ def test_cli_compare_scaling_defaults_to_sqrt_and_unscaled(tmp_path, capsys):
     args = ["train", *FAST, "--compare-scaling", "--out", str(tmp_path)]
     assert cli.main(args) == 0
     rows = json.loads((tmp_path / "comparison.json").read_text())["rows"]
-    assert [r["scale"] for r in rows] == ["sqrt (1/sqrt(d))", "unscaled (1)"]
+    assert [r["scale"] for r in rows] == ["sqrt", "unscaled"]
+    assert [r["scale_label"] for r in rows] == ["sqrt (1/sqrt(d))", "unscaled (1)"]
 
 
 @pytest.mark.parametrize("old, new", [("none", "sqrt"), ("default", "sqrt"),
@@ -358,7 +360,8 @@ def test_cli_scale_none_says_what_it_meant_here_and_in_scaling(tmp_path, capsys)
                            "as sqrt (1/sqrt(d)), what it meant in minattn train")
     assert "`minattn scaling` used none for unscaled (1)" in line
     rows = json.loads((tmp_path / "comparison.json").read_text())["rows"]
-    assert [r["scale"] for r in rows] == ["sqrt (1/sqrt(d))", "unscaled (1)"]
+    assert [r["scale"] for r in rows] == ["sqrt", "unscaled"]
+    assert [r["scale_label"] for r in rows] == ["sqrt (1/sqrt(d))", "unscaled (1)"]
 
 
 def test_cli_an_old_spelling_and_its_new_word_are_one_scale(tmp_path, capsys):
@@ -408,7 +411,8 @@ def test_runs_saved_before_the_words_still_resume_and_report(tmp_path, capsys):
     results = [json.loads((run / "metrics.json").read_text()) for run in runs]
     assert [r["config"]["scale"] for r in results] == [None, 1.0]
     rows = [T.summary_row(r) for r in results]
-    assert [r["scale"] for r in rows] == ["sqrt (1/sqrt(d))", "unscaled (1)"]
+    assert [r["scale"] for r in rows] == ["sqrt", "unscaled"]
+    assert [r["scale_label"] for r in rows] == ["sqrt (1/sqrt(d))", "unscaled (1)"]
     assert "unscaled (1)" in T.format_table(rows, 0.99)
     assert T.TrainConfig.from_dict(results[1]["config"]).label() == "unscaled (1)"
 

@@ -32,7 +32,10 @@ def summary_row(result: dict) -> dict:
     final, history = result["final"], result["history"]
     # the norm of all layers' q and k projection gradients together: sqrt(sum of squares)
     qk = [math.sqrt(sum(v**2 for k, v in h.items() if k.endswith(".qk"))) for h in history]
-    return {"scale": label_of(result), "final_loss": final["loss"],
+    # "scale" as metrics.json saves it: the word that --scale takes and `minattn scaling`'s
+    # results.json uses, or the number when it has none
+    saved = TrainConfig.from_dict(result["config"]).to_dict()["scale"]
+    return {"scale": saved, "scale_label": label_of(result), "final_loss": final["loss"],
             "token_acc": final["token_acc"], "seq_acc": final["seq_acc"],
             "greedy_seq_acc": final.get("greedy_seq_acc"),
             "steps_to_target": result["steps_to_target"],
@@ -44,7 +47,7 @@ def summary_row(result: dict) -> dict:
 
 
 def format_table(rows: list[dict], target: float) -> str:
-    w = max([10] + [len(r["scale"]) for r in rows])  # the scale column fits the longest label
+    w = max([10] + [len(r["scale_label"]) for r in rows])  # the column fits the longest label
     head = (f"{'scale':<{w}} {'loss':>8} {'tok acc':>8} {'seq acc':>8} {'greedy':>7} "
             f"{'steps to ' + format(target, '.0%'):>13} {'time':>8} {'|dQK| mean':>10} "
             f"{'entropy (per layer)':<20}")
@@ -53,7 +56,7 @@ def format_table(rows: list[dict], target: float) -> str:
         greedy = "-" if r["greedy_seq_acc"] is None else f"{r['greedy_seq_acc']:.3f}"
         steps = "not reached" if r["steps_to_target"] is None else str(r["steps_to_target"])
         ent = " ".join(f"{e:.2f}" for e in r["attn_entropy_final"])
-        lines.append(f"{r['scale']:<{w}} {r['final_loss']:>8.4f} {r['token_acc']:>8.4f} "
+        lines.append(f"{r['scale_label']:<{w}} {r['final_loss']:>8.4f} {r['token_acc']:>8.4f} "
                      f"{r['seq_acc']:>8.3f} {greedy:>7} {steps:>13} "
                      f"{r['train_time_s']:>7.1f}s {r['attn_qk_grad_norm_mean']:>10.3g} {ent:<20}")
     return "\n".join(lines)
