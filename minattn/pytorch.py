@@ -50,7 +50,8 @@ MODULES = {
 # served under torch (a PyTorch script never meant them) and not listed as PyTorch's.
 MINATTN_ONLY = {
     "torch": {"Function", "GradcheckError", "GradcheckReport", "astype", "cuda_available",
-              "default_device", "getitem", "gradcheck", "gradcheck_report", "to"},
+              "default_device", "getitem", "gradcheck", "gradcheck_report", "module_gradcheck",
+              "to"},
     "torch.nn": {"MLP", "MultiHeadAttention", "TransformerBlock",  # PyTorch: MultiheadAttention
                  "Transformer"},  # PyTorch's is an encoder-decoder; minattn's a language model
     "torch.nn.functional": {"matmul"},  # torch.matmul
