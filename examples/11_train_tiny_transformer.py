@@ -143,6 +143,23 @@ expect("for every answer position some head looks mostly at the mirrored digit",
        min(best.values()) > 0.5)
 
 # %% [markdown]
+# The same weights as pictures: the last layer's heads on the first held-out sequence,
+# one row per query position, one column per key. The answer rows (the lower half) should
+# show the backward diagonal.
+
+# %%
+try:
+    import matplotlib.pyplot as plt
+
+    from minattn import viz
+
+    tokens = ["|" if t == DELIM else str(t) for t in eval_inputs[0]]  # | between the halves
+    viz.attention_maps(maps[-1][0], tokens=tokens, title="last layer, first held-out sequence")
+    plt.show()  # a notebook or the docs build shows it
+except ImportError:
+    print("(matplotlib is not installed: pip install matplotlib to draw the attention maps)")
+
+# %% [markdown]
 # Nobody told the model where to look. The loss only rewarded correct digits, and the
 # gradient flowing back through softmax (lesson 3) and the score matrix (lesson 6) moved
 # the queries, keys and position embeddings until the weights landed on the right digit.
