@@ -13,6 +13,8 @@ import math
 import warnings
 from dataclasses import dataclass
 
+from ...experiments.common import SCALINGS
+
 
 @dataclass
 class TrainConfig:
@@ -76,7 +78,7 @@ class TrainConfig:
 # TrainConfig holds c itself (None for 1/sqrt(d), as nn.MultiheadAttention takes it); the
 # files it is saved in name it (to_dict), and runs saved before the names, with null or the
 # number, still load (from_dict).
-SCALE_NAMES = ("sqrt", "unscaled", "linear")
+SCALE_NAMES = SCALINGS  # ("sqrt", "unscaled", "linear"), defined once for both commands
 SCALE_MEANS = {"sqrt": "1/sqrt(d)", "unscaled": "1", "linear": "1/d"}
 # Spellings of earlier versions: still read, with a note (deprecated_scale) on the new word.
 OLD_SCALE_NAMES = {"none": "sqrt", "default": "sqrt", "1/sqrt(d)": "sqrt", "1/d": "linear"}
